@@ -1,0 +1,73 @@
+//! Command line of the `whatsapp-operator` binary.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "whatsapp-operator",
+    version,
+    about = "Kubernetes operator and metrics exporter for fleets of WhatsApp sessions"
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value = "plain", env = "LOG_FORMAT", global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controller, the session API and the metrics endpoint.
+    Run(RunArgs),
+    /// Print the WhatsAppSession CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Address of the HTTP server (session API, /metrics, /livez, /readyz).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3000")]
+    pub listen: SocketAddr,
+
+    /// Watch and manage sessions in this namespace only (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Worker image for sessions that do not set spec.image.
+    #[arg(
+        long,
+        env = "DEFAULT_IMAGE",
+        default_value = "ghcr.io/whatsapp-operator/worker:latest"
+    )]
+    pub default_image: String,
+
+    /// ServiceAccount of the session Pods (the worker patches its own Pod's conditions).
+    #[arg(long, env = "WORKER_SERVICE_ACCOUNT")]
+    pub worker_service_account: Option<String>,
+
+    /// Namespace of the operator's own objects (id counter, leader Lease).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub operator_namespace: String,
+
+    /// Name of the ConfigMap that holds the session id counter.
+    #[arg(long, default_value = "whatsapp-operator-ids")]
+    pub id_counter: String,
+
+    /// Sessions reconciled at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u16,
+
+    /// Name of this replica in Events and the leader Lease (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub instance: Option<String>,
+}

@@ -1,0 +1,389 @@
+//! The reconciler: one Pod and one claim per WhatsAppSession, and the session's status.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{debug, info, warn};
+
+use crate::crd::{ReclaimPolicy, WhatsAppSession, WhatsAppSessionStatus};
+use crate::error::{Error, Result};
+use crate::ids::IdAllocator;
+use crate::memory::Memory;
+use crate::plan::{DeleteReason, PlanInput, PodAction, StatusInput, desired_status, facts_after, plan_pod};
+use crate::resources::{
+    PodDefaults, desired_pod, desired_pvc, pod_name, pod_spec_hash, pvc_name, reclaim_policy,
+};
+use crate::states::{PodFacts, StoredStatus};
+
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "whatsapp-operator";
+/// Finalizer that lets the operator decide the fate of the pairing data on deletion.
+pub const FINALIZER: &str = "whatsapp-operator.dev/cleanup";
+/// A safety net: even without events every session is looked at this often.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Everything a reconcile needs, shared by all of them.
+pub struct Context {
+    pub client: Client,
+    pub sessions: Store<WhatsAppSession>,
+    pub pods: Store<Pod>,
+    pub defaults: PodDefaults,
+    pub ids: IdAllocator,
+    pub recorder: Recorder,
+    /// Only the leader writes; the others keep their stores warm and serve reads.
+    pub leader: Arc<AtomicBool>,
+    pub memory: Memory,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Runs the controller until `shutdown` resolves. Triggers come from the shared streams the
+/// stores are built from, so the controller adds no watch of its own for sessions and Pods.
+pub fn run(
+    ctx: Arc<Context>,
+    sessions: impl Stream<Item = Arc<WhatsAppSession>> + Send + 'static,
+    pods: impl Stream<Item = Arc<Pod>> + Send + 'static,
+    reconcile_all: impl Stream<Item = ()> + Send + 'static,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> {
+    Controller::for_shared_stream(sessions, ctx.sessions.clone())
+        .owns_shared_stream(pods)
+        .reconcile_all_on(reconcile_all)
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                debug!(error = %e, "reconcile failed");
+            }
+        })
+}
+
+async fn reconcile(session: Arc<WhatsAppSession>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.leader.load(Ordering::Acquire) {
+        return Ok(Action::await_change());
+    }
+    let _timer = ctx.metrics.reconcile_timer();
+    let ns = session
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let uid = session.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let api: Api<WhatsAppSession> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, session, |event| async {
+        match event {
+            Finalizer::Apply(s) => apply(&s, &ctx).await,
+            Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.reconciled(result.as_ref().err());
+    if result.is_ok() {
+        ctx.memory.reset_errors(&uid);
+    }
+    result
+}
+
+fn error_policy(session: Arc<WhatsAppSession>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(
+        session = %ObjectRef::from_obj(session.as_ref()),
+        category = error.category(),
+        error = %error,
+        "reconcile failed"
+    );
+    if error.is_permanent() {
+        return Action::await_change();
+    }
+    Action::requeue(ctx.memory.record_error(&session.uid().unwrap_or_default()))
+}
+
+async fn apply(session: &WhatsAppSession, ctx: &Context) -> Result<Action> {
+    let ns = session
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let uid = session.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let id = session_id_number(session, &uid, ctx).await?;
+
+    let pod = ctx.pods.get(&ObjectRef::new(&pod_name(session)).within(&ns));
+    // A Pod of an earlier session with the same name is not ours to manage; wait for the
+    // garbage collector to remove it.
+    if let Some(p) = pod.as_deref().filter(|p| !is_owned_by(p, &uid)) {
+        debug!(pod = %p.name_any(), "Pod belongs to another object; waiting");
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    let facts = pod.as_deref().map(PodFacts::from_pod);
+    let desired = desired_pod(session, &ctx.defaults);
+    let now = Instant::now();
+    let action = plan_pod(
+        session,
+        &PlanInput {
+            pod: pod.as_deref(),
+            facts: facts.as_ref(),
+            desired_hash: pod_spec_hash(&desired).unwrap_or_default(),
+            backoff_left: ctx.memory.backoff_left(&uid, now),
+        },
+    );
+
+    let mut restarts = session.status.as_ref().and_then(|s| s.restarts).unwrap_or(0);
+    match &action {
+        PodAction::Keep | PodAction::Backoff(_) => {}
+        PodAction::Create { restart } => {
+            ensure_pvc(session, &ns, ctx).await?;
+            create_pod(&desired, &ns, ctx).await?;
+            if *restart {
+                restarts += 1;
+                ctx.memory.record_restart(&uid, now);
+            }
+            info!(session = %session.name_any(), %ns, restart, "created Pod");
+        }
+        PodAction::Delete { uid: pod_uid, reason } => {
+            delete_pod(&pod_name(session), pod_uid, &ns, ctx).await?;
+            info!(session = %session.name_any(), %ns, ?reason, "deleted Pod");
+        }
+    }
+
+    let facts = facts_after(&action, facts.as_ref());
+    let status = desired_status(
+        session,
+        facts.as_ref(),
+        &StatusInput {
+            id,
+            restarts,
+            now: Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH),
+        },
+    );
+    if status.status.is_some_and(StoredStatus::is_connected) {
+        ctx.memory.connected(&uid);
+    }
+    write_status(session, status, ctx).await?;
+
+    Ok(match action {
+        PodAction::Backoff(left) => Action::requeue(left),
+        PodAction::Delete {
+            reason: DeleteReason::Finished,
+            ..
+        } => Action::requeue(Duration::from_secs(1)),
+        _ => Action::requeue(RESYNC),
+    })
+}
+
+/// The session's numeric id: the stored one, else one we wrote and the cache has not caught
+/// up with, else a new one.
+async fn session_id_number(session: &WhatsAppSession, uid: &str, ctx: &Context) -> Result<i64> {
+    if let Some(id) = session.status.as_ref().and_then(|s| s.id) {
+        return Ok(id);
+    }
+    if let Some(id) = ctx.memory.id(uid) {
+        return Ok(id);
+    }
+    let id = ctx.ids.allocate(|| highest_id(&ctx.sessions) + 1).await?;
+    ctx.memory.set_id(uid, id);
+    Ok(id)
+}
+
+fn highest_id(sessions: &Store<WhatsAppSession>) -> i64 {
+    sessions
+        .state()
+        .iter()
+        .filter_map(|s| s.status.as_ref()?.id)
+        .max()
+        .unwrap_or(0)
+}
+
+fn is_owned_by(pod: &Pod, uid: &str) -> bool {
+    pod.owner_references()
+        .iter()
+        .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+async fn ensure_pvc(session: &WhatsAppSession, ns: &str, ctx: &Context) -> Result<()> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    // Create only: a claim's spec is mostly immutable, and a retained claim from an earlier
+    // session of the same name holds that session's pairing, which is exactly what we want.
+    if api.get_opt(&pvc_name(session)).await?.is_some() {
+        return Ok(());
+    }
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &desired_pvc(session),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn create_pod(pod: &Pod, ns: &str, ctx: &Context) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            pod,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // The cache had not seen it yet; the deterministic name keeps it to one Pod.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn delete_pod(name: &str, uid: &str, ns: &str, ctx: &Context) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let params = DeleteParams {
+        // Never delete a newer Pod of the same name than the one we decided about.
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the status with server-side apply, only when it differs from what is stored, and
+/// records an Event when the stored status moved.
+async fn write_status(session: &WhatsAppSession, status: WhatsAppSessionStatus, ctx: &Context) -> Result<()> {
+    let prev = session.status.clone().unwrap_or_default();
+    if prev == status {
+        return Ok(());
+    }
+    let uid = session.uid().unwrap_or_default();
+    let version = session.resource_version().unwrap_or_default();
+    if ctx.memory.already_written(&uid, &version, &status) {
+        return Ok(());
+    }
+    let api: Api<WhatsAppSession> =
+        Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
+    let mut patch = serde_json::json!({
+        "apiVersion": WhatsAppSession::api_version(&()),
+        "kind": WhatsAppSession::kind(&()),
+        "status": status,
+    });
+    if prev.id.is_none() {
+        // The first write carries the new id: make it conditional on the object we read, so a
+        // stale cache can never give a session a second id.
+        patch["metadata"] = serde_json::json!({ "resourceVersion": version });
+    }
+    api.patch_status(
+        &session.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.status_written();
+    if prev.status != status.status {
+        publish_transition(session, prev.status, &status, ctx).await;
+    }
+    ctx.memory.record_write(&uid, version, status);
+    Ok(())
+}
+
+async fn publish_transition(
+    session: &WhatsAppSession,
+    from: Option<StoredStatus>,
+    status: &WhatsAppSessionStatus,
+    ctx: &Context,
+) {
+    let Some(to) = status.status else { return };
+    let type_ = match to {
+        StoredStatus::Disconnected | StoredStatus::LoggedOut => EventType::Warning,
+        _ => EventType::Normal,
+    };
+    let from = from.map_or("new".to_string(), |s| s.to_string());
+    let mut note = format!("status {from} -> {to}");
+    if let (StoredStatus::Disconnected | StoredStatus::LoggedOut, Some(why)) =
+        (to, &status.last_disconnect_reason)
+    {
+        note.push_str(&format!(": {why}"));
+    }
+    let event = Event {
+        type_,
+        reason: pascal(to),
+        note: Some(note),
+        action: "UpdateStatus".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &session.object_ref(&())).await {
+        warn!(error = %e, "could not publish Event");
+    }
+}
+
+fn pascal(s: StoredStatus) -> String {
+    match s {
+        StoredStatus::Connecting => "Connecting",
+        StoredStatus::Connected => "Connected",
+        StoredStatus::Authenticated => "Authenticated",
+        StoredStatus::Disconnected => "Disconnected",
+        StoredStatus::LoggedOut => "LoggedOut",
+    }
+    .into()
+}
+
+/// Deletion: the Pod goes; the pairing data goes only under `reclaimPolicy: Delete`.
+async fn cleanup(session: &WhatsAppSession, ctx: &Context) -> Result<Action> {
+    let ns = session
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(pod) = pods.get_opt(&pod_name(session)).await?
+        && is_owned_by(&pod, &session.uid().unwrap_or_default())
+    {
+        delete_pod(&pod.name_any(), &pod.uid().unwrap_or_default(), &ns, ctx).await?;
+    }
+    let policy = reclaim_policy(session);
+    let note = match policy {
+        ReclaimPolicy::Delete => {
+            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+            match pvcs.delete(&pvc_name(session), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            format!(
+                "deleted Pod and PersistentVolumeClaim {} (reclaimPolicy Delete)",
+                pvc_name(session)
+            )
+        }
+        ReclaimPolicy::Retain => format!(
+            "deleted Pod; kept PersistentVolumeClaim {} with the pairing data (reclaimPolicy Retain)",
+            pvc_name(session)
+        ),
+    };
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Cleanup".into(),
+        note: Some(note),
+        action: "Delete".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &session.object_ref(&())).await {
+        warn!(error = %e, "could not publish Event");
+    }
+    ctx.memory.forget(&session.uid().unwrap_or_default());
+    Ok(Action::await_change())
+}

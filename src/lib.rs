@@ -1,0 +1,17 @@
+//! whatsapp-operator: a Kubernetes operator and metrics exporter for fleets of WhatsApp
+//! sessions. `main.rs` is a thin shell over this library so tests drive the same code.
+
+pub mod cli;
+pub mod controller;
+pub mod crd;
+pub mod error;
+pub mod ids;
+pub mod memory;
+pub mod metrics;
+pub mod plan;
+pub mod resources;
+pub mod run;
+pub mod server;
+pub mod state;
+pub mod states;
+pub mod telemetry;

@@ -1,0 +1,393 @@
+//! The objects a session owns, built by pure functions from the session and the operator's
+//! settings; the controller only decides when to apply them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
+    SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{ReclaimPolicy, WhatsAppSession};
+
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "whatsapp-operator";
+/// Label on every object of a session, valued with the session's object name.
+pub const SESSION_LABEL: &str = "whatsapp-operator.dev/session";
+/// Hash of the Pod template the Pod was built from; a different hash means the spec changed.
+pub const SPEC_HASH_ANNOTATION: &str = "whatsapp-operator.dev/spec-hash";
+/// Label selector of everything the operator manages.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=whatsapp-operator";
+
+/// Where the worker finds its pairing data.
+pub const AUTH_MOUNT_PATH: &str = "/var/lib/whatsapp/auth";
+const DEFAULT_STORAGE_SIZE: &str = "1Gi";
+/// Non-root ids for the restricted Pod Security profile; fsGroup makes the volume writable.
+const WORKER_UID: i64 = 65532;
+
+/// Operator-wide settings that shape every session's Pod.
+#[derive(Clone, Debug)]
+pub struct PodDefaults {
+    pub image: String,
+    pub service_account: Option<String>,
+}
+
+pub fn pod_name(session: &WhatsAppSession) -> String {
+    format!("wa-{}", session.name_any())
+}
+
+pub fn pvc_name(session: &WhatsAppSession) -> String {
+    format!("wa-{}-auth", session.name_any())
+}
+
+pub fn reclaim_policy(session: &WhatsAppSession) -> ReclaimPolicy {
+    session
+        .spec
+        .storage
+        .as_ref()
+        .and_then(|s| s.reclaim_policy)
+        .unwrap_or_default()
+}
+
+fn labels(session: &WhatsAppSession) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "whatsapp-session".into()),
+        ("app.kubernetes.io/instance".into(), session.name_any()),
+        (MANAGED_BY_LABEL.into(), MANAGED_BY.into()),
+        (SESSION_LABEL.into(), session.name_any()),
+    ])
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The Pod that runs the session's worker. Its name is fixed per session, so there can
+/// never be two Pods for one session.
+pub fn desired_pod(session: &WhatsAppSession, defaults: &PodDefaults) -> Pod {
+    let spec = &session.spec;
+    let mut env = vec![
+        EnvVar {
+            name: "SESSION_ID".into(),
+            value: Some(session.session_id()),
+            ..Default::default()
+        },
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        EnvVar {
+            name: "SESSION_AUTH_DIR".into(),
+            value: Some(AUTH_MOUNT_PATH.into()),
+            ..Default::default()
+        },
+    ];
+    // User entries come after ours so theirs cannot silently replace the contract's variables:
+    // Kubernetes keeps the last duplicate, so drop user duplicates of ours instead.
+    let ours: Vec<String> = env.iter().map(|e| e.name.clone()).collect();
+    env.extend(
+        spec.env
+            .iter()
+            .flatten()
+            .filter(|e| !ours.contains(&e.name))
+            .cloned(),
+    );
+
+    let container = Container {
+        name: "worker".into(),
+        image: Some(spec.image.clone().unwrap_or_else(|| defaults.image.clone())),
+        env: Some(env),
+        resources: spec.resources.clone(),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "auth".into(),
+                mount_path: AUTH_MOUNT_PATH.into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..Default::default()
+            },
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    let pod_spec = PodSpec {
+        containers: vec![container],
+        // The operator, not the kubelet, restarts a dead worker: it counts restarts, backs off,
+        // and does not restart a session that was logged out.
+        restart_policy: Some("Never".into()),
+        service_account_name: defaults.service_account.clone(),
+        node_selector: spec.node_selector.clone(),
+        tolerations: spec.tolerations.clone(),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(WORKER_UID),
+            run_as_group: Some(WORKER_UID),
+            fs_group: Some(WORKER_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volumes: Some(vec![
+            Volume {
+                name: "auth".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: pvc_name(session),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "tmp".into(),
+                empty_dir: Some(Default::default()),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    let hash = spec_hash(&pod_spec);
+
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(session)),
+            namespace: session.namespace(),
+            labels: Some(labels(session)),
+            annotations: Some(BTreeMap::from([(SPEC_HASH_ANNOTATION.into(), hash)])),
+            owner_references: session.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(pod_spec),
+        ..Default::default()
+    }
+}
+
+/// The claim that keeps the pairing data. It has no owner reference on purpose: the garbage
+/// collector must never delete pairing data; the finalizer does, and only under `Delete`.
+pub fn desired_pvc(session: &WhatsAppSession) -> PersistentVolumeClaim {
+    let storage = session.spec.storage.clone().unwrap_or_default();
+    let size = storage.size.unwrap_or_else(|| DEFAULT_STORAGE_SIZE.into());
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(pvc_name(session)),
+            namespace: session.namespace(),
+            labels: Some(labels(session)),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: storage.storage_class_name,
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".into(), Quantity(size))])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The spec hash a Pod was created with, if any.
+pub fn pod_spec_hash(pod: &Pod) -> Option<&str> {
+    pod.annotations().get(SPEC_HASH_ANNOTATION).map(String::as_str)
+}
+
+/// Stable (FNV-1a 64) hash of a Pod spec's JSON form: equal specs give equal hashes across
+/// operator versions and restarts, unlike std's randomly seeded hasher.
+fn spec_hash(spec: &PodSpec) -> String {
+    let json = serde_json::to_vec(spec).expect("a PodSpec always serializes");
+    let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{SessionStorage, WhatsAppSessionSpec};
+
+    fn session(spec: WhatsAppSessionSpec) -> WhatsAppSession {
+        let mut s = WhatsAppSession::new("alpha", spec);
+        s.metadata.namespace = Some("ns".into());
+        s.metadata.uid = Some("uid-1".into());
+        s
+    }
+
+    fn defaults() -> PodDefaults {
+        PodDefaults {
+            image: "worker:1".into(),
+            service_account: Some("worker".into()),
+        }
+    }
+
+    fn env_of(pod: &Pod) -> Vec<EnvVar> {
+        pod.spec.as_ref().unwrap().containers[0].env.clone().unwrap()
+    }
+
+    #[test]
+    fn pod_carries_the_worker_contract() {
+        let pod = desired_pod(&session(Default::default()), &defaults());
+        assert_eq!(pod.metadata.name.as_deref(), Some("wa-alpha"));
+        assert_eq!(pod.metadata.namespace.as_deref(), Some("ns"));
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
+        assert_eq!(labels[SESSION_LABEL], "alpha");
+        let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("WhatsAppSession", "uid-1", Some(true))
+        );
+        let env = env_of(&pod);
+        assert_eq!(env[0].value.as_deref(), Some("alpha"));
+        assert_eq!(
+            env[1]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "metadata.name"
+        );
+        assert_eq!(
+            env[2]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "metadata.namespace"
+        );
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.containers[0].image.as_deref(), Some("worker:1"));
+        assert_eq!(spec.service_account_name.as_deref(), Some("worker"));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let claim = spec.volumes.unwrap()[0].persistent_volume_claim.clone().unwrap();
+        assert_eq!(claim.claim_name, "wa-alpha-auth");
+    }
+
+    #[test]
+    fn pod_is_restricted() {
+        let spec = desired_pod(&session(Default::default()), &defaults())
+            .spec
+            .unwrap();
+        let psc = spec.security_context.unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let csc = spec.containers[0].security_context.clone().unwrap();
+        assert_eq!(csc.allow_privilege_escalation, Some(false));
+        assert_eq!(csc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+    }
+
+    #[test]
+    fn session_spec_reaches_the_pod_but_cannot_override_the_contract() {
+        let spec = WhatsAppSessionSpec {
+            session_id: Some("whatsapp_connection".into()),
+            image: Some("custom:2".into()),
+            env: Some(vec![
+                EnvVar {
+                    name: "SESSION_ID".into(),
+                    value: Some("spoofed".into()),
+                    ..Default::default()
+                },
+                EnvVar {
+                    name: "LOG_LEVEL".into(),
+                    value: Some("debug".into()),
+                    ..Default::default()
+                },
+            ]),
+            node_selector: Some(BTreeMap::from([("type".into(), "kwok".into())])),
+            ..Default::default()
+        };
+        let pod = desired_pod(&session(spec), &defaults());
+        let env = env_of(&pod);
+        let ids: Vec<_> = env.iter().filter(|e| e.name == "SESSION_ID").collect();
+        assert_eq!(ids.len(), 1);
+        assert_eq!(ids[0].value.as_deref(), Some("whatsapp_connection"));
+        assert!(env.iter().any(|e| e.name == "LOG_LEVEL"));
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.containers[0].image.as_deref(), Some("custom:2"));
+        assert_eq!(spec.node_selector.unwrap()["type"], "kwok");
+    }
+
+    #[test]
+    fn spec_hash_changes_with_the_spec_only() {
+        let a = desired_pod(&session(Default::default()), &defaults());
+        let b = desired_pod(&session(Default::default()), &defaults());
+        assert_eq!(pod_spec_hash(&a), pod_spec_hash(&b));
+        let c = desired_pod(
+            &session(WhatsAppSessionSpec {
+                image: Some("x:2".into()),
+                ..Default::default()
+            }),
+            &defaults(),
+        );
+        assert_ne!(pod_spec_hash(&a), pod_spec_hash(&c));
+    }
+
+    #[test]
+    fn claim_has_no_owner_so_pairing_data_is_never_garbage_collected() {
+        let pvc = desired_pvc(&session(Default::default()));
+        assert_eq!(pvc.metadata.name.as_deref(), Some("wa-alpha-auth"));
+        assert!(pvc.metadata.owner_references.is_none());
+        let storage = &pvc
+            .spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"];
+        assert_eq!(storage.0, "1Gi");
+        let sized = desired_pvc(&session(WhatsAppSessionSpec {
+            storage: Some(SessionStorage {
+                size: Some("500Mi".into()),
+                storage_class_name: Some("fast".into()),
+                reclaim_policy: Some(ReclaimPolicy::Delete),
+            }),
+            ..Default::default()
+        }));
+        let spec = sized.spec.unwrap();
+        assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(spec.resources.unwrap().requests.unwrap()["storage"].0, "500Mi");
+    }
+
+    #[test]
+    fn reclaim_policy_defaults_to_retain() {
+        assert_eq!(
+            reclaim_policy(&session(Default::default())),
+            ReclaimPolicy::Retain
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! `whatsapp-operator run`: wires the stores, the controller and the HTTP server together
+//! under one shutdown signal.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, CustomResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::RunArgs;
+use crate::controller::{self, Context};
+use crate::crd::WhatsAppSession;
+use crate::ids::IdAllocator;
+use crate::metrics::Metrics;
+use crate::resources::PodDefaults;
+use crate::{server, state};
+
+/// Ids taken from the counter per write (see `ids`).
+const ID_BLOCK: i64 = 100;
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes configuration found: set KUBECONFIG, or run in a cluster")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    info!(addr = %args.listen, "HTTP server listening");
+
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let app = server::router(server::AppState {
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+    });
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = tokio::spawn(async move { server.await });
+
+    if !wait_for_crd(&client, args.namespace.as_deref(), &shutdown).await {
+        return finish(server).await;
+    }
+
+    let (stores, feeds) = state::build(client.clone(), args.namespace.as_deref());
+    for feed in [feeds.sessions, feeds.pods] {
+        tokio::spawn(
+            feed.take_until(shutdown.clone().cancelled_owned())
+                .for_each(|_| async {}),
+        );
+    }
+    {
+        let (stores, ready) = (stores.clone(), ready.clone());
+        tokio::spawn(async move {
+            stores.wait_until_ready().await;
+            ready.store(true, Ordering::Release);
+            info!("stores synced; ready");
+        });
+    }
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        sessions: stores.sessions.clone(),
+        pods: stores.pods.clone(),
+        defaults: PodDefaults {
+            image: args.default_image.clone(),
+            service_account: args.worker_service_account.clone(),
+        },
+        ids: IdAllocator::new(
+            Api::namespaced(client.clone(), &args.operator_namespace),
+            args.id_counter.clone(),
+            ID_BLOCK,
+        ),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "whatsapp-operator".into(),
+                instance: args.instance.clone(),
+            },
+        ),
+        leader: Arc::new(AtomicBool::new(true)),
+        memory: Default::default(),
+        metrics,
+    });
+    controller::run(
+        ctx,
+        feeds.session_events,
+        feeds.pod_events,
+        futures::stream::pending(),
+        args.concurrency,
+        shutdown.clone().cancelled_owned(),
+    )
+    .await;
+    info!("controller stopped");
+    shutdown.cancel();
+    finish(server).await
+}
+
+async fn finish(server: tokio::task::JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
+    server.await.context("HTTP server task")?.context("HTTP server")?;
+    info!("shut down");
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C (a person) stops everything through one token.
+async fn signal_shutdown(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    info!("shutdown signal received");
+    token.cancel();
+}
+
+/// Waits until the WhatsAppSession CRD is served, saying how to install it. Returns false if
+/// shutdown came first.
+async fn wait_for_crd(client: &Client, namespace: Option<&str>, shutdown: &CancellationToken) -> bool {
+    let api: Api<WhatsAppSession> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    loop {
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => return true,
+            Err(kube::Error::Api(s)) if s.code == 404 => warn!(
+                crd = WhatsAppSession::crd_name(),
+                "CRD not installed; waiting (install it: whatsapp-operator crd | kubectl apply --server-side -f -)"
+            ),
+            Err(e) => warn!(error = %e, "cannot list WhatsAppSessions yet; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
