@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller, the session API and the metrics endpoint.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the WhatsAppSession CustomResourceDefinition as YAML.
     Crd,
 }
@@ -38,6 +38,19 @@ pub struct RunArgs {
     /// Address of the HTTP server (session API, /metrics, /livez, /readyz).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,
+
+    /// File of API keys for the session API, one per line; re-read when it changes, so keys
+    /// can be rotated by adding the new one, moving clients, then removing the old one.
+    #[arg(long, env = "API_KEY_FILE")]
+    pub api_key_file: Option<std::path::PathBuf>,
+
+    /// API keys, comma-separated, when no --api-key-file is given.
+    #[arg(long = "api-keys", env = "API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+
+    /// Emit per-session series on /metrics (turn off for very large fleets).
+    #[arg(long, env = "PER_SESSION_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub per_session_metrics: bool,
 
     /// Watch and manage sessions in this namespace only (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]

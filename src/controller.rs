@@ -52,12 +52,14 @@ pub fn run(
     ctx: Arc<Context>,
     sessions: impl Stream<Item = Arc<WhatsAppSession>> + Send + 'static,
     pods: impl Stream<Item = Arc<Pod>> + Send + 'static,
+    pod_deletions: impl Stream<Item = ObjectRef<WhatsAppSession>> + Send + 'static,
     reconcile_all: impl Stream<Item = ()> + Send + 'static,
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
     Controller::for_shared_stream(sessions, ctx.sessions.clone())
         .owns_shared_stream(pods)
+        .reconcile_on(pod_deletions)
         .reconcile_all_on(reconcile_all)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
@@ -107,11 +109,20 @@ fn error_policy(session: Arc<WhatsAppSession>, error: &Error, ctx: Arc<Context>)
     Action::requeue(ctx.memory.record_error(&session.uid().unwrap_or_default()))
 }
 
-async fn apply(session: &WhatsAppSession, ctx: &Context) -> Result<Action> {
-    let ns = session
+async fn apply(cached: &WhatsAppSession, ctx: &Context) -> Result<Action> {
+    let ns = cached
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
-    let uid = session.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let uid = cached.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let version = cached.resource_version().unwrap_or_default();
+    // Until the watch delivers our last status write, that write is the current status.
+    let session = &WhatsAppSession {
+        status: ctx
+            .memory
+            .pending_status(&uid, &version)
+            .or_else(|| cached.status.clone()),
+        ..cached.clone()
+    };
     let id = session_id_number(session, &uid, ctx).await?;
 
     let pod = ctx.pods.get(&ObjectRef::new(&pod_name(session)).within(&ns));
@@ -139,12 +150,12 @@ async fn apply(session: &WhatsAppSession, ctx: &Context) -> Result<Action> {
         PodAction::Keep | PodAction::Backoff(_) => {}
         PodAction::Create { restart } => {
             ensure_pvc(session, &ns, ctx).await?;
-            create_pod(&desired, &ns, ctx).await?;
-            if *restart {
+            let created = create_pod(&desired, &ns, ctx).await?;
+            if *restart && created {
                 restarts += 1;
                 ctx.memory.record_restart(&uid, now);
             }
-            info!(session = %session.name_any(), %ns, restart, "created Pod");
+            info!(session = %session.name_any(), %ns, restart, created, restarts, "created Pod");
         }
         PodAction::Delete { uid: pod_uid, reason } => {
             delete_pod(&pod_name(session), pod_uid, &ns, ctx).await?;
@@ -229,7 +240,8 @@ async fn ensure_pvc(session: &WhatsAppSession, ns: &str, ctx: &Context) -> Resul
     }
 }
 
-async fn create_pod(pod: &Pod, ns: &str, ctx: &Context) -> Result<()> {
+/// Creates the Pod; false when it already existed.
+async fn create_pod(pod: &Pod, ns: &str, ctx: &Context) -> Result<bool> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     match api
         .create(
@@ -241,9 +253,9 @@ async fn create_pod(pod: &Pod, ns: &str, ctx: &Context) -> Result<()> {
         )
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         // The cache had not seen it yet; the deterministic name keeps it to one Pod.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -270,13 +282,11 @@ async fn delete_pod(name: &str, uid: &str, ns: &str, ctx: &Context) -> Result<()
 async fn write_status(session: &WhatsAppSession, status: WhatsAppSessionStatus, ctx: &Context) -> Result<()> {
     let prev = session.status.clone().unwrap_or_default();
     if prev == status {
+        debug!(session = %session.name_any(), version = ?session.resource_version(), "status unchanged");
         return Ok(());
     }
     let uid = session.uid().unwrap_or_default();
     let version = session.resource_version().unwrap_or_default();
-    if ctx.memory.already_written(&uid, &version, &status) {
-        return Ok(());
-    }
     let api: Api<WhatsAppSession> =
         Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
     let mut patch = serde_json::json!({
@@ -289,17 +299,20 @@ async fn write_status(session: &WhatsAppSession, status: WhatsAppSessionStatus, 
         // stale cache can never give a session a second id.
         patch["metadata"] = serde_json::json!({ "resourceVersion": version });
     }
-    api.patch_status(
-        &session.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &session.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
     ctx.metrics.status_written();
+    debug!(session = %session.name_any(), status = ?status.status, restarts = ?status.restarts, read = %version, produced = ?written.resource_version(), "status written");
     if prev.status != status.status {
         publish_transition(session, prev.status, &status, ctx).await;
     }
-    ctx.memory.record_write(&uid, version, status);
+    let produced = written.resource_version().unwrap_or_default();
+    ctx.memory.record_write(&uid, version, produced, status);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! whatsapp-operator: a Kubernetes operator and metrics exporter for fleets of WhatsApp
 //! sessions. `main.rs` is a thin shell over this library so tests drive the same code.
 
+pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod crd;

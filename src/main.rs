@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             whatsapp_operator::telemetry::init(cli.log_format);
-            whatsapp_operator::run::run(args).await
+            whatsapp_operator::run::run(*args).await
         }
     }
 }

@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 use crate::crd::WhatsAppSessionStatus;
 use crate::plan::restart_backoff;
 
+struct Written {
+    read: String,
+    produced: String,
+    status: WhatsAppSessionStatus,
+}
+
 #[derive(Default)]
 struct Entry {
     /// Id written to the session's status, in case the cached object predates that write.
@@ -15,9 +21,9 @@ struct Entry {
     /// Restarts since the worker last connected; drives the backoff.
     consecutive_restarts: u32,
     last_restart: Option<Instant>,
-    /// Status written last, and the resourceVersion of the object it was computed from: while
-    /// the cache still shows that version, our write simply has not arrived yet.
-    written: Option<(String, WhatsAppSessionStatus)>,
+    /// Status written last, with the resourceVersions of the object it was computed from
+    /// and of the object the write produced.
+    written: Option<Written>,
     /// Consecutive failed reconciles, for the error backoff.
     errors: u32,
 }
@@ -65,17 +71,24 @@ impl Memory {
         self.with(uid, |e| e.consecutive_restarts = 0);
     }
 
-    /// Whether `status` is already stored (or on its way) given the cached object's version.
-    pub fn already_written(&self, uid: &str, cached_version: &str, status: &WhatsAppSessionStatus) -> bool {
+    /// Our last written status while the cache has not caught up with that write yet: it,
+    /// not the cached status, is then the session's current status. Counters such as
+    /// `restarts` would otherwise be computed from a stale value and go backwards.
+    pub fn pending_status(&self, uid: &str, cached_version: &str) -> Option<WhatsAppSessionStatus> {
         self.with(uid, |e| {
-            e.written
-                .as_ref()
-                .is_some_and(|(v, s)| v == cached_version && s == status)
+            let w = e.written.as_ref()?;
+            cache_is_behind(cached_version, w).then(|| w.status.clone())
         })
     }
 
-    pub fn record_write(&self, uid: &str, cached_version: String, status: WhatsAppSessionStatus) {
-        self.with(uid, |e| e.written = Some((cached_version, status)));
+    pub fn record_write(&self, uid: &str, read: String, produced: String, status: WhatsAppSessionStatus) {
+        self.with(uid, |e| {
+            e.written = Some(Written {
+                read,
+                produced,
+                status,
+            })
+        });
     }
 
     /// Counts a failed reconcile and returns how long to wait before the next try.
@@ -88,5 +101,56 @@ impl Memory {
 
     pub fn reset_errors(&self, uid: &str) {
         self.with(uid, |e| e.errors = 0);
+    }
+}
+
+/// Whether the cached object predates our write. resourceVersions are etcd revisions, so
+/// they are compared as numbers; were they ever not numeric, only the exact version we
+/// read counts as behind.
+fn cache_is_behind(cached: &str, w: &Written) -> bool {
+    match (cached.parse::<u64>(), w.produced.parse::<u64>()) {
+        (Ok(c), Ok(p)) => c < p,
+        _ => cached == w.read,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(restarts: i32) -> WhatsAppSessionStatus {
+        WhatsAppSessionStatus {
+            restarts: Some(restarts),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn our_write_stands_until_the_cache_catches_up() {
+        let m = Memory::default();
+        assert_eq!(m.pending_status("u", "10"), None);
+        m.record_write("u", "10".into(), "15".into(), status(1));
+        assert_eq!(m.pending_status("u", "10"), Some(status(1)));
+        // An event between our read and our write is still older than the write.
+        assert_eq!(m.pending_status("u", "12"), Some(status(1)));
+        assert_eq!(m.pending_status("u", "15"), None);
+        assert_eq!(
+            m.pending_status("u", "16"),
+            None,
+            "someone else's later edit wins"
+        );
+    }
+
+    #[test]
+    fn restart_backoff_grows_and_resets_on_connect() {
+        let m = Memory::default();
+        let t0 = Instant::now();
+        assert_eq!(m.backoff_left("u", t0), Duration::ZERO);
+        m.record_restart("u", t0);
+        assert_eq!(m.backoff_left("u", t0), Duration::from_secs(5));
+        m.record_restart("u", t0);
+        assert_eq!(m.backoff_left("u", t0), Duration::from_secs(10));
+        m.connected("u");
+        assert_eq!(m.backoff_left("u", t0), Duration::ZERO);
     }
 }

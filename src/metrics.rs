@@ -1,8 +1,16 @@
 //! The operator's own metrics, in a registry of its own.
 
-use prometheus::{Histogram, HistogramOpts, HistogramTimer, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::core::Collector;
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, HistogramTimer, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry,
+};
 
+use crate::api::view::all_views;
 use crate::error::Error;
+use crate::state::Stores;
+use crate::states::{ConnectionStatus, StoredStatus};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -10,6 +18,9 @@ pub struct Metrics {
     errors: IntCounterVec,
     duration: Histogram,
     status_writes: IntCounter,
+    http_requests: IntCounterVec,
+    /// Per-session series can be turned off for very large fleets.
+    pub per_session: bool,
 }
 
 impl Default for Metrics {
@@ -52,11 +63,30 @@ impl Metrics {
             "Status writes to WhatsAppSession objects (only made when the status changed)",
         )
         .expect("valid metric");
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "whatsapp_operator_http_requests_total",
+                "HTTP requests by route and status code",
+            ),
+            &["route", "code"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "whatsapp_operator_build_info",
+                "Build of the running operator (always 1)",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         for c in [
-            Box::new(reconciliations.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reconciliations.clone()) as Box<dyn Collector>,
             Box::new(errors.clone()),
             Box::new(duration.clone()),
             Box::new(status_writes.clone()),
+            Box::new(http_requests.clone()),
+            Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -66,6 +96,8 @@ impl Metrics {
             errors,
             duration,
             status_writes,
+            http_requests,
+            per_session: true,
         }
     }
 
@@ -86,4 +118,95 @@ impl Metrics {
     pub fn status_written(&self) {
         self.status_writes.inc();
     }
+}
+
+impl Metrics {
+    pub fn http_request(&self, route: &str, code: u16) {
+        self.http_requests
+            .with_label_values(&[route, &code.to_string()])
+            .inc();
+    }
+
+    /// The operator's own metrics plus the fleet's, computed from the stores now, so a
+    /// deleted session's series are gone at the next scrape and nothing goes stale.
+    pub fn gather(&self, stores: &Stores) -> Vec<MetricFamily> {
+        let mut families = self.registry.gather();
+        families.extend(fleet_families(stores, self.per_session));
+        families
+    }
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn fleet_families(stores: &Stores, per_session: bool) -> Vec<MetricFamily> {
+    let views = all_views(stores);
+    let by_connection = gauge_vec(
+        "whatsapp_sessions",
+        "Sessions by real-time connection status",
+        &["connection_status"],
+    );
+    let by_stored = gauge_vec(
+        "whatsapp_sessions_stored",
+        "Sessions by stored status",
+        &["status"],
+    );
+    // Every value is emitted, zeros included, so alerts and dashboards never see gaps.
+    for c in ConnectionStatus::ALL {
+        by_connection.with_label_values(&[c.as_str()]).set(0.0);
+    }
+    for s in StoredStatus::ALL {
+        by_stored.with_label_values(&[s.as_str()]).set(0.0);
+    }
+    for v in &views {
+        by_connection
+            .with_label_values(&[v.connection_status.as_str()])
+            .inc();
+        by_stored.with_label_values(&[v.status.as_str()]).inc();
+    }
+    let mut families = by_connection.collect();
+    families.extend(by_stored.collect());
+    if !per_session {
+        return families;
+    }
+    let status = gauge_vec(
+        "whatsapp_session_connection_status",
+        "Connection status of each session: 1 for the current status, 0 for the others",
+        &["namespace", "session_id", "connection_status"],
+    );
+    let start = gauge_vec(
+        "whatsapp_session_start_time_seconds",
+        "Start time of each active session's Pod, in seconds since the epoch",
+        &["namespace", "session_id"],
+    );
+    let info = gauge_vec(
+        "whatsapp_session_info",
+        "Information about each session (always 1)",
+        &["namespace", "session_id", "id", "status"],
+    );
+    for v in &views {
+        for c in ConnectionStatus::ALL {
+            let value = if c == v.connection_status { 1.0 } else { 0.0 };
+            status
+                .with_label_values(&[v.namespace.as_str(), v.session_id.as_str(), c.as_str()])
+                .set(value);
+        }
+        if let Some(ms) = v.start_time {
+            start
+                .with_label_values(&[v.namespace.as_str(), v.session_id.as_str()])
+                .set(ms as f64 / 1000.0);
+        }
+        info.with_label_values(&[
+            v.namespace.as_str(),
+            v.session_id.as_str(),
+            &v.id.to_string(),
+            v.status.as_str(),
+        ])
+        .set(1.0);
+    }
+    families.extend(status.collect());
+    families.extend(start.collect());
+    families.extend(info.collect());
+    families
 }

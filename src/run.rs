@@ -2,7 +2,7 @@
 //! under one shutdown signal.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -13,6 +13,7 @@ use kube::{Client, CustomResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::auth::ApiKeys;
 use crate::cli::RunArgs;
 use crate::controller::{self, Context};
 use crate::crd::WhatsAppSession;
@@ -25,6 +26,8 @@ use crate::{server, state};
 const ID_BLOCK: i64 = 100;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Refuse to start open before touching the cluster: the session API is never unprotected.
+    let keys = ApiKeys::load(args.api_key_file.as_deref(), args.api_keys.as_deref())?;
     let client = Client::try_default()
         .await
         .context("no Kubernetes configuration found: set KUBECONFIG, or run in a cluster")?;
@@ -36,11 +39,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     info!(addr = %args.listen, "HTTP server listening");
 
-    let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(path) = &args.api_key_file {
+        tokio::spawn(keys.clone().watch_file(path.clone(), shutdown.clone()));
+    }
+
+    let mut metrics = Metrics::new();
+    metrics.per_session = args.per_session_metrics;
+    let metrics = Arc::new(metrics);
+    // The stores exist from the start; their watches retry until the CRD is installed.
+    let (stores, feeds) = state::build(client.clone(), args.namespace.as_deref());
     let app = server::router(server::AppState {
-        ready: ready.clone(),
         metrics: metrics.clone(),
+        stores: stores.clone(),
+        keys,
     });
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
@@ -48,21 +59,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if !wait_for_crd(&client, args.namespace.as_deref(), &shutdown).await {
         return finish(server).await;
     }
-
-    let (stores, feeds) = state::build(client.clone(), args.namespace.as_deref());
     for feed in [feeds.sessions, feeds.pods] {
         tokio::spawn(
             feed.take_until(shutdown.clone().cancelled_owned())
                 .for_each(|_| async {}),
         );
     }
-    {
-        let (stores, ready) = (stores.clone(), ready.clone());
-        tokio::spawn(async move {
-            stores.wait_until_ready().await;
-            ready.store(true, Ordering::Release);
-            info!("stores synced; ready");
-        });
+    // The controller starts only once both stores are complete: deciding on a session
+    // before its Pod is known would create a Pod that already exists.
+    tokio::select! {
+        _ = stores.wait_until_ready() => info!("stores synced; ready"),
+        _ = shutdown.cancelled() => return finish(server).await,
     }
 
     let ctx = Arc::new(Context {
@@ -93,6 +100,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ctx,
         feeds.session_events,
         feeds.pod_events,
+        feeds.pod_deletions,
         futures::stream::pending(),
         args.concurrency,
         shutdown.clone().cancelled_owned(),

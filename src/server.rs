@@ -1,53 +1,103 @@
-//! The HTTP server every replica runs: health, metrics and (later) the session API.
+//! The HTTP server every replica runs: the session API (bearer-protected), and, open,
+//! `/livez`, `/readyz`, `/metrics` and `/openapi.json`.
 
+use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus::{Encoder, TextEncoder};
+use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::api::auth::ApiKeys;
+use crate::api::routes::{ApiState, failure};
 use crate::metrics::Metrics;
+use crate::state::Stores;
+
+/// The OpenAPI 3 description of the session API, also in the repository as openapi.json.
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 #[derive(Clone)]
 pub struct AppState {
-    /// Set once the stores have their first complete listing.
-    pub ready: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
+    pub stores: Stores,
+    pub keys: ApiKeys,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let open = Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .with_state(state.clone());
+    let api = crate::api::router(ApiState {
+        stores: state.stores.clone(),
+        keys: state.keys.clone(),
+    });
+    open.merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            count_requests,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
+    if state.stores.is_ready() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "stores not synced yet")
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>) -> Response {
     let mut body = Vec::new();
     let encoder = TextEncoder::new();
-    match encoder.encode(&state.metrics.registry.gather(), &mut body) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, encoder.format_type().to_string())],
-            body,
-        ),
-        Err(e) => (
+    match encoder.encode(&state.metrics.gather(&state.stores), &mut body) {
+        Ok(()) => ([(header::CONTENT_TYPE, encoder.format_type().to_string())], body).into_response(),
+        Err(e) => failure(
             StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain".to_string())],
-            e.to_string().into_bytes(),
+            format!("metrics encoding failed: {e}"),
         ),
     }
+}
+
+async fn not_found(method: Method, req: Request) -> Response {
+    failure(
+        StatusCode::NOT_FOUND,
+        format!("Route not found: {method} {}", req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, req: Request) -> Response {
+    failure(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("Method {method} not allowed on {}", req.uri().path()),
+    )
+}
+
+/// A bug must still answer with the envelope, not a dropped connection.
+fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
+    failure(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+}
+
+/// Counts requests by matched route (a bounded set) and status code.
+async fn count_requests(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let resp = next.run(req).await;
+    metrics.http_request(&route, resp.status().as_u16());
+    resp
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
@@ -21,13 +21,34 @@ const SUBSCRIBE_BUFFER: usize = 1024;
 pub struct Stores {
     pub sessions: Store<WhatsAppSession>,
     pub pods: Store<Pod>,
+    /// How many of the two stores hold their first complete listing. Tracked here rather
+    /// than with `Store::wait_until_ready`, whose one-shot wakes only the last of several
+    /// waiters, and the controller already waits on the sessions store.
+    synced: tokio::sync::watch::Receiver<u8>,
 }
 
 impl Stores {
+    pub fn is_ready(&self) -> bool {
+        *self.synced.borrow() >= 2
+    }
+
     /// Resolves once both stores hold a complete first listing.
     pub async fn wait_until_ready(&self) {
-        let _ = self.sessions.wait_until_ready().await;
-        let _ = self.pods.wait_until_ready().await;
+        let _ = self.synced.clone().wait_for(|n| *n >= 2).await;
+    }
+}
+
+/// Counts a store's first `InitDone` into `synced`; placed after the reflector, so the store
+/// already holds the listing when it counts.
+fn count_first_sync<K>(
+    synced: tokio::sync::watch::Sender<u8>,
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) {
+    let mut done = false;
+    move |event| {
+        if !done && matches!(event, Ok(watcher::Event::InitDone)) {
+            done = true;
+            synced.send_modify(|n| *n += 1);
+        }
     }
 }
 
@@ -37,6 +58,9 @@ pub struct Feeds {
     pub pods: std::pin::Pin<Box<dyn Stream<Item = ()> + Send>>,
     pub session_events: Box<dyn Stream<Item = Arc<WhatsAppSession>> + Send + Unpin>,
     pub pod_events: Box<dyn Stream<Item = Arc<Pod>> + Send + Unpin>,
+    /// Sessions whose Pod was deleted. Shared streams carry only applied objects, and a lost
+    /// Pod is exactly what the controller must act on.
+    pub pod_deletions: Box<dyn Stream<Item = ObjectRef<WhatsAppSession>> + Send + Unpin>,
 }
 
 fn apis<K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>>(
@@ -54,6 +78,7 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
     let (sessions, session_writer) = reflector::store_shared(SUBSCRIBE_BUFFER);
     let (pods, pod_writer) = reflector::store_shared(SUBSCRIBE_BUFFER);
     let session_events = session_writer.subscribe().expect("shared store");
+    let (synced_tx, synced) = tokio::sync::watch::channel(0u8);
     let pod_events = pod_writer.subscribe().expect("shared store");
 
     let session_feed = watcher(
@@ -63,7 +88,9 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
     .default_backoff()
     .modify(slim_session)
     .reflect_shared(session_writer)
+    .inspect(count_first_sync(synced_tx.clone()))
     .map(log_watch_error);
+    let (deleted_tx, deleted_rx) = futures::channel::mpsc::unbounded();
     let pod_feed = watcher(
         apis::<Pod>(client, namespace),
         watcher::Config::default().labels(MANAGED_SELECTOR),
@@ -71,17 +98,39 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
     .default_backoff()
     .modify(slim_pod)
     .reflect_shared(pod_writer)
+    .inspect(count_first_sync(synced_tx))
+    .inspect(move |event| {
+        if let Ok(watcher::Event::Delete(pod)) = event
+            && let Some(owner) = session_of(pod)
+        {
+            let _ = deleted_tx.unbounded_send(owner);
+        }
+    })
     .map(log_watch_error);
 
     (
-        Stores { sessions, pods },
+        Stores {
+            sessions,
+            pods,
+            synced,
+        },
         Feeds {
             sessions: session_feed.boxed(),
             pods: pod_feed.boxed(),
             session_events: Box::new(session_events),
             pod_events: Box::new(pod_events),
+            pod_deletions: Box::new(deleted_rx),
         },
     )
+}
+
+/// The session that controls `pod`, from its owner reference.
+fn session_of(pod: &Pod) -> Option<ObjectRef<WhatsAppSession>> {
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "WhatsAppSession")?;
+    Some(ObjectRef::new(&owner.name).within(&pod.namespace()?))
 }
 
 fn log_watch_error<T>(event: Result<T, watcher::Error>) {

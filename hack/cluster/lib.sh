@@ -15,3 +15,65 @@ kwok_bin_dir() { echo "$WAO_CACHE/bin/kwok-$KWOK_VERSION"; }
 helm_bin_dir() { echo "$WAO_CACHE/bin/helm-$HELM_VERSION"; }
 
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+WAO_APISERVER_PORT=${WAO_APISERVER_PORT:-16443}
+WAO_ETCD_PORT=${WAO_ETCD_PORT:-12379}
+WAO_KCM_PORT=${WAO_KCM_PORT:-10357}
+WAO_SCHEDULER_PORT=${WAO_SCHEDULER_PORT:-10359}
+WAO_NODES=${WAO_NODES:-1}
+COMPONENTS=(kwok kube-scheduler kube-controller-manager kube-apiserver etcd)
+
+die() { log "error: $*"; exit 1; }
+plane_url() { echo "https://127.0.0.1:$WAO_APISERVER_PORT"; }
+pid_file() { echo "$WAO_CLUSTER_DIR/pids/$1.pid"; }
+
+# pid_of NAME: the recorded pid, if that process still runs.
+pid_of() {
+  local f pid
+  f=$(pid_file "$1")
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  kill -0 "$pid" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+any_running() {
+  local c
+  for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null && return 0; done
+  return 1
+}
+
+port_in_use() { [ -n "$(ss -ltnH "sport = :$1" 2>/dev/null)" ]; }
+
+plane_healthy() {
+  local c certs=$WAO_CLUSTER_DIR/certs
+  for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
+  curl -sf --max-time 5 --cacert "$certs/ca.crt" --cert "$certs/admin.crt" --key "$certs/admin.key" \
+    "$(plane_url)/readyz" >/dev/null
+}
+
+# launch NAME CMD...: starts CMD in its own session (so down.sh can end its whole group),
+# logging to logs/NAME.log, and records its pid.
+launch() {
+  local name=$1; shift
+  setsid "$@" >"$WAO_CLUSTER_DIR/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$(pid_file "$name")"
+  log "started $name (pid $!)"
+}
+
+# wait_until WHAT SECONDS CMD...: retries CMD until it succeeds; on timeout shows why.
+wait_until() {
+  local what=$1 timeout=$2 deadline; shift 2
+  deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    local c
+    for c in "${COMPONENTS[@]}"; do
+      if [ -f "$(pid_file "$c")" ] && ! pid_of "$c" >/dev/null; then
+        tail -n 30 "$WAO_CLUSTER_DIR/logs/$c.log" >&2 || true
+        die "$c exited while waiting for $what (log: $WAO_CLUSTER_DIR/logs/$c.log)"
+      fi
+    done
+    [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${timeout}s waiting for $what"
+    sleep 0.5
+  done
+}

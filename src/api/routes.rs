@@ -1,0 +1,163 @@
+//! Handlers and the JSON envelope. Every answer, errors included, is
+//! `{"success": bool, "message": string, ...}`; nothing a client sends can produce a 500.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+
+use super::auth::{self, ApiKeys};
+use super::view::{SessionView, all_views};
+use crate::state::Stores;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub stores: Stores,
+    pub keys: ApiKeys,
+}
+
+#[derive(Serialize)]
+struct ListEnvelope {
+    success: bool,
+    message: &'static str,
+    data: Vec<SessionView>,
+    count: usize,
+}
+
+/// `{"success": false, "message": ...}` with `status`.
+pub fn failure(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = json!({ "success": false, "message": message.into() });
+    (status, Json(body)).into_response()
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/sessions", get(active))
+        .route("/sessions/connected", get(connected))
+        .route("/sessions/all", get(all))
+        .route("/sessions/{session_id}", get(one))
+        .route_layer(middleware::from_fn_with_state(state.keys.clone(), require_key))
+        .with_state(state)
+}
+
+async fn require_key(State(keys): State<ApiKeys>, req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match auth::check(&keys, header) {
+        Ok(()) => next.run(req).await,
+        Err(denied) => {
+            let mut resp = failure(StatusCode::UNAUTHORIZED, denied.message());
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp
+        }
+    }
+}
+
+/// `?namespace=` narrows any list to one namespace; other parameters are ignored, as the
+/// original gateway did.
+fn filtered(state: &ApiState, query: Option<&str>, keep: impl Fn(&SessionView) -> bool) -> Vec<SessionView> {
+    let params: HashMap<String, String> = query
+        .map(|q| url_pairs(q).into_iter().collect::<HashMap<String, String>>())
+        .unwrap_or_default();
+    let ns = params.get("namespace").filter(|n| !n.is_empty());
+    all_views(&state.stores)
+        .into_iter()
+        .filter(|v| ns.is_none_or(|n| &v.namespace == n))
+        .filter(keep)
+        .collect()
+}
+
+/// Lenient `a=b&c=d` parsing: a malformed pair is skipped, never an error.
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Some((percent_decode(k)?, percent_decode(v)?))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn list(message: &'static str, data: Vec<SessionView>) -> Response {
+    let count = data.len();
+    Json(ListEnvelope {
+        success: true,
+        message,
+        data,
+        count,
+    })
+    .into_response()
+}
+
+async fn active(State(state): State<ApiState>, RawQuery(query): RawQuery) -> Response {
+    let data = filtered(&state, query.as_deref(), |v| v.is_active);
+    list("Active sessions retrieved successfully", data)
+}
+
+async fn connected(State(state): State<ApiState>, RawQuery(query): RawQuery) -> Response {
+    let data = filtered(&state, query.as_deref(), |v| v.status.is_connected());
+    list("Connected sessions retrieved successfully", data)
+}
+
+async fn all(State(state): State<ApiState>, RawQuery(query): RawQuery) -> Response {
+    let data = filtered(&state, query.as_deref(), |_| true);
+    list("All sessions retrieved successfully", data)
+}
+
+async fn one(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Ok(Path(session_id)) = path else {
+        return failure(StatusCode::BAD_REQUEST, "Malformed session id in path");
+    };
+    let mut found = filtered(&state, query.as_deref(), |v| v.session_id == session_id);
+    match found.len() {
+        0 => failure(StatusCode::NOT_FOUND, format!("Session not found: {session_id}")),
+        1 => Json(json!({
+            "success": true,
+            "message": "Session retrieved successfully",
+            "data": found.remove(0),
+        }))
+        .into_response(),
+        // The same sessionId in several namespaces: the caller must say which one.
+        n => failure(
+            StatusCode::CONFLICT,
+            format!("{n} sessions have the sessionId {session_id} in different namespaces: add ?namespace="),
+        ),
+    }
+}

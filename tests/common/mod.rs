@@ -1,0 +1,271 @@
+//! Harness for tests against the real local control plane (hack/cluster/up.sh).
+//!
+//! Each test gets its own namespace and, when it needs one, its own operator process limited
+//! to that namespace, so tests run in parallel without seeing each other.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, CustomResourceExt, ResourceExt};
+use serde_json::json;
+use whatsapp_operator::crd::WhatsAppSession;
+use whatsapp_operator::states::{AUTHENTICATED_CONDITION, CONNECTION_CONDITION};
+
+/// The kubeconfig of the local plane: $KUBECONFIG, else where hack/cluster/up.sh writes it.
+pub fn kubeconfig_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("KUBECONFIG") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("WAO_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
+            base.join("whatsapp-operator")
+        });
+    cache.join("cluster/kubeconfig")
+}
+
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+        panic!(
+            "no local control plane kubeconfig at {} ({e}); start it with hack/cluster/up.sh or run hack/test.sh",
+            path.display()
+        )
+    });
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("valid kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+/// The kubectl built with the plane (the machine's may be a different version).
+pub fn kubectl() -> Command {
+    let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let mut cmd = Command::new(bin);
+    cmd.env("KUBECONFIG", kubeconfig_path());
+    cmd
+}
+
+/// Runs kubectl and returns stdout, panicking with stderr on failure.
+pub fn kubectl_ok(args: &[&str]) -> String {
+    let out = kubectl().args(args).output().expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Installs (or updates) the project's CRD and waits until it is served.
+pub async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/whatsappsessions.whatsapp-operator.dev.yaml"
+    ))
+    .unwrap();
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("crds/ parses");
+    crds.patch(
+        &crd.name_any(),
+        &PatchParams::apply("whatsapp-operator-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("CRD applies");
+    wait_for("CRD established", Duration::from_secs(30), || async {
+        let crd = crds.get(WhatsAppSession::crd_name()).await.ok()?;
+        let established = crd
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(())
+    })
+    .await;
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A namespace of one test, labelled so Pod Security admits only restricted Pods in it.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let ns: Namespace = serde_json::from_value(json!({
+        "metadata": {
+            "name": name,
+            "labels": { "pod-security.kubernetes.io/enforce": "restricted" }
+        }
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    // The namespace's default ServiceAccount must exist before Pods can be created in it.
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
+    wait_for("default ServiceAccount", Duration::from_secs(30), || async {
+        sas.get_opt("default").await.ok().flatten()
+    })
+    .await;
+    name
+}
+
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
+}
+
+/// Polls `f` until it returns Some, or panics naming `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A free loopback port for an operator's HTTP server.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The key operators started by tests accept (unless a test gives its own).
+pub const API_KEY: &str = "test-key";
+
+/// The operator binary, running against the local plane, limited to one namespace.
+pub struct Operator {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub fn start(namespace: &str, extra: &[&str]) -> Operator {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("whatsapp-operator-{namespace}-{port}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_whatsapp-operator"))
+            .args(["run", "--namespace", namespace, "--operator-namespace", namespace])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("API_KEYS", API_KEY)
+            .env("RUST_LOG", "info,whatsapp_operator=debug")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("operator starts");
+        Operator { child, port, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        wait_for("operator /readyz", Duration::from_secs(30), || async {
+            let r = http.get(self.url("/readyz")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, like Kubernetes does, and wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "operator did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Acts as the worker: sets the Pod's Connection condition (and Authenticated when given)
+/// through the apiserver, the same call a real worker makes.
+pub async fn report(pods: &Api<Pod>, pod: &str, reason: &str, message: &str, authenticated: Option<bool>) {
+    let now = jiff::Timestamp::now().to_string();
+    let up = matches!(reason, "Connected" | "Authenticated");
+    let mut conditions = vec![json!({
+        "type": CONNECTION_CONDITION,
+        "status": if up { "True" } else { "False" },
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    })];
+    if let Some(auth) = authenticated {
+        conditions.push(json!({
+            "type": AUTHENTICATED_CONDITION,
+            "status": if auth { "True" } else { "False" },
+            "reason": if auth { "Paired" } else { "NotPaired" },
+            "lastTransitionTime": now,
+        }));
+    }
+    pods.patch_status(
+        pod,
+        &PatchParams::default(),
+        &Patch::Strategic(json!({ "status": { "conditions": conditions } })),
+    )
+    .await
+    .expect("worker condition patch");
+}
+
+/// Ends a Pod the way a crashed (or exited) worker does: kwok runs no containers, so the test
+/// writes the terminal phase itself.
+pub async fn finish_pod(pods: &Api<Pod>, pod: &str, phase: &str, reason: &str) {
+    pods.patch_status(
+        pod,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": { "phase": phase, "reason": reason } })),
+    )
+    .await
+    .expect("pod phase patch");
+}
