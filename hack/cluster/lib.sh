@@ -14,6 +14,13 @@ etcd_bin_dir() { echo "$WAO_CACHE/bin/etcd-$ETCD_VERSION"; }
 kwok_bin_dir() { echo "$WAO_CACHE/bin/kwok-$KWOK_VERSION"; }
 helm_bin_dir() { echo "$WAO_CACHE/bin/helm-$HELM_VERSION"; }
 
+# Points kubectl at the local plane unless the caller chose a cluster.
+use_local_kubeconfig_if_unset() {
+  if [ -z "${KUBECONFIG:-}" ] && [ ! -f "$HOME/.kube/config" ] && [ -f "$WAO_CLUSTER_DIR/kubeconfig" ]; then
+    export KUBECONFIG=$WAO_CLUSTER_DIR/kubeconfig
+  fi
+}
+
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 WAO_APISERVER_PORT=${WAO_APISERVER_PORT:-16443}

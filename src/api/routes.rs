@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::json;
 
 use super::auth::{self, ApiKeys};
 use super::view::{SessionView, all_views};
@@ -30,9 +29,26 @@ struct ListEnvelope {
     count: usize,
 }
 
+/// The seed's envelope for one session; fields in the seed's order.
+#[derive(Serialize)]
+struct OneEnvelope {
+    success: bool,
+    message: &'static str,
+    data: SessionView,
+}
+
+#[derive(Serialize)]
+struct Failure {
+    success: bool,
+    message: String,
+}
+
 /// `{"success": false, "message": ...}` with `status`.
 pub fn failure(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = json!({ "success": false, "message": message.into() });
+    let body = Failure {
+        success: false,
+        message: message.into(),
+    };
     (status, Json(body)).into_response()
 }
 
@@ -148,11 +164,11 @@ async fn one(
     let mut found = filtered(&state, query.as_deref(), |v| v.session_id == session_id);
     match found.len() {
         0 => failure(StatusCode::NOT_FOUND, format!("Session not found: {session_id}")),
-        1 => Json(json!({
-            "success": true,
-            "message": "Session retrieved successfully",
-            "data": found.remove(0),
-        }))
+        1 => Json(OneEnvelope {
+            success: true,
+            message: "Session retrieved successfully",
+            data: found.remove(0),
+        })
         .into_response(),
         // The same sessionId in several namespaces: the caller must say which one.
         n => failure(

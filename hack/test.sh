@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, and integration tests against the local control plane (started
+# here if it is not running, and stopped again at the end in that case).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+started_here=0
+if ! hack/cluster/status.sh >/dev/null 2>&1; then
+  started_here=1
+  trap 'hack/cluster/down.sh' EXIT
+fi
+hack/cluster/up.sh >/dev/null
+eval "$(hack/cluster/env.sh)"
+[ "$started_here" = 1 ] || echo "using the running local plane (left running)" >&2
+
+cargo test --all-targets "$@"
