@@ -12,6 +12,8 @@ if ! hack/cluster/status.sh >/dev/null 2>&1; then
 fi
 hack/cluster/up.sh >/dev/null
 eval "$(hack/cluster/env.sh)"
+export SCHEMATHESIS
+SCHEMATHESIS=$(hack/tools.sh schemathesis)
 [ "$started_here" = 1 ] || echo "using the running local plane (left running)" >&2
 
 cargo test --all-targets "$@"

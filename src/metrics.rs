@@ -132,6 +132,9 @@ impl Metrics {
     pub fn gather(&self, stores: &Stores) -> Vec<MetricFamily> {
         let mut families = self.registry.gather();
         families.extend(fleet_families(stores, self.per_session));
+        // An empty fleet leaves per-session families without series; the text format has
+        // no way to write an empty family.
+        families.retain(|f| !f.get_metric().is_empty());
         families
     }
 }
@@ -209,4 +212,91 @@ fn fleet_families(stores: &Stores, per_session: bool) -> Vec<MetricFamily> {
     families.extend(start.collect());
     families.extend(info.collect());
     families
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{WhatsAppSession, WhatsAppSessionStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::runtime::reflector::store;
+    use kube::runtime::watcher::Event;
+    use prometheus::{Encoder, TextEncoder};
+
+    fn scrape(stores: &Stores) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&Metrics::new().gather(stores), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn session(name: &str, id: i64, status: StoredStatus) -> WhatsAppSession {
+        let mut s = WhatsAppSession::new(name, Default::default());
+        s.metadata.namespace = Some("ns".into());
+        s.metadata.uid = Some(format!("uid-{name}"));
+        s.metadata.creation_timestamp = Some(Time("2025-07-25T08:00:00Z".parse().unwrap()));
+        s.status = Some(WhatsAppSessionStatus {
+            id: Some(id),
+            status: Some(status),
+            ..Default::default()
+        });
+        s
+    }
+
+    #[test]
+    fn an_empty_fleet_still_reports_every_state_as_zero() {
+        let (sessions, _w1) = store::<WhatsAppSession>();
+        let (pods, _w2) = store();
+        let text = scrape(&Stores::from_stores(sessions, pods));
+        for c in ConnectionStatus::ALL {
+            assert!(
+                text.contains(&format!("whatsapp_sessions{{connection_status=\"{c}\"}} 0")),
+                "{text}"
+            );
+        }
+        for s in StoredStatus::ALL {
+            assert!(
+                text.contains(&format!("whatsapp_sessions_stored{{status=\"{s}\"}} 0")),
+                "{text}"
+            );
+        }
+        assert!(!text.contains("whatsapp_session_connection_status"));
+    }
+
+    #[test]
+    fn sessions_are_counted_and_vanish_when_deleted() {
+        let (sessions, mut writer) = store::<WhatsAppSession>();
+        let (pods, _w) = store();
+        let stores = Stores::from_stores(sessions, pods);
+        let a = session("a", 1, StoredStatus::LoggedOut);
+        writer.apply_watcher_event(&Event::Apply(a.clone()));
+        writer.apply_watcher_event(&Event::Apply(session("b", 2, StoredStatus::Connected)));
+        let text = scrape(&stores);
+        assert!(
+            text.contains("whatsapp_sessions{connection_status=\"DISCONNECTED\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("whatsapp_sessions_stored{status=\"logged_out\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("whatsapp_sessions_stored{status=\"connected\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "whatsapp_session_connection_status{connection_status=\"DISCONNECTED\",namespace=\"ns\",session_id=\"a\"} 1"
+        ), "{text}");
+        assert!(text.contains(
+            "whatsapp_session_connection_status{connection_status=\"CONNECTED\",namespace=\"ns\",session_id=\"a\"} 0"
+        ), "{text}");
+        writer.apply_watcher_event(&Event::Delete(a));
+        let text = scrape(&stores);
+        assert!(!text.contains("session_id=\"a\""), "{text}");
+        assert!(
+            text.contains("whatsapp_sessions_stored{status=\"logged_out\"} 0"),
+            "{text}"
+        );
+    }
 }

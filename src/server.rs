@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,7 +14,7 @@ use prometheus::{Encoder, TextEncoder};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::api::auth::ApiKeys;
-use crate::api::routes::{ApiState, failure};
+use crate::api::routes::{ApiState, authorize, failure};
 use crate::metrics::Metrics;
 use crate::state::Stores;
 
@@ -44,7 +44,10 @@ pub fn router(state: AppState) -> Router {
     });
     open.merge(api)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(move |method: Method, headers: HeaderMap, uri: Uri| {
+            let keys = state.keys.clone();
+            async move { method_not_allowed(&keys, method, &headers, &uri) }
+        })
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             count_requests,
@@ -79,10 +82,17 @@ async fn not_found(method: Method, req: Request) -> Response {
     )
 }
 
-async fn method_not_allowed(method: Method, req: Request) -> Response {
+/// A wrong method on a session route is answered only once the key checks out, so nothing
+/// about the API is learned without one.
+fn method_not_allowed(keys: &ApiKeys, method: Method, headers: &HeaderMap, uri: &Uri) -> Response {
+    if uri.path().starts_with("/sessions")
+        && let Err(denied) = authorize(keys, headers)
+    {
+        return *denied;
+    }
     failure(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!("Method {method} not allowed on {}", req.uri().path()),
+        format!("Method {method} not allowed on {}", uri.path()),
     )
 }
 

@@ -28,6 +28,16 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// Stores filled by the caller (unit tests, benchmarks), ready from the start.
+    pub fn from_stores(sessions: Store<WhatsAppSession>, pods: Store<Pod>) -> Self {
+        let (_, synced) = tokio::sync::watch::channel(2u8);
+        Stores {
+            sessions,
+            pods,
+            synced,
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
         *self.synced.borrow() >= 2
     }

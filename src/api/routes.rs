@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -63,19 +63,21 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn require_key(State(keys): State<ApiKeys>, req: Request, next: Next) -> Response {
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
-    match auth::check(&keys, header) {
+    match authorize(&keys, req.headers()) {
         Ok(()) => next.run(req).await,
-        Err(denied) => {
-            let mut resp = failure(StatusCode::UNAUTHORIZED, denied.message());
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            resp
-        }
+        Err(resp) => *resp,
     }
+}
+
+/// The key check of every session route, as a ready 401 response when it fails.
+pub fn authorize(keys: &ApiKeys, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let header = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    auth::check(keys, header).map_err(|denied| {
+        let mut resp = failure(StatusCode::UNAUTHORIZED, denied.message());
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Box::new(resp)
+    })
 }
 
 /// `?namespace=` narrows any list to one namespace; other parameters are ignored, as the

@@ -1,0 +1,125 @@
+//! Property-based tests of the live session API against openapi.json, with schemathesis.
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::json;
+use whatsapp_operator::crd::WhatsAppSession;
+
+/// schemathesis' `st`: $SCHEMATHESIS (hack/test.sh installs it), else from PATH.
+fn st() -> Command {
+    Command::new(std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "st".into()))
+}
+
+fn schema() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")
+}
+
+/// Requests by code for the session routes, read from the operator's own metrics.
+async fn session_codes(op: &common::Operator) -> Vec<(String, String, f64)> {
+    let text = reqwest::get(op.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("whatsapp_operator_http_requests_total{") && l.contains("route=\"/sessions")
+        })
+        .map(|l| {
+            let label = |name: &str| {
+                let start = l.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+                l[start..].split('"').next().unwrap().to_string()
+            };
+            let value = l.rsplit(' ').next().unwrap().parse().unwrap();
+            (label("route"), label("code"), value)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_live_api_conforms_to_its_openapi_document() {
+    let client = common::client().await;
+    common::install_crd(&client).await;
+    let ns = common::namespace(&client, "schema").await;
+    let sessions: kube::Api<WhatsAppSession> = kube::Api::namespaced(client.clone(), &ns);
+    for (name, spec) in [
+        ("a", json!({ "sessionId": "whatsapp_connection" })),
+        ("b", json!({ "suspend": true })),
+    ] {
+        let s: WhatsAppSession = serde_json::from_value(json!({
+            "apiVersion": "whatsapp-operator.dev/v1alpha1", "kind": "WhatsAppSession",
+            "metadata": { "name": name }, "spec": spec,
+        }))
+        .unwrap();
+        sessions.create(&Default::default(), &s).await.unwrap();
+    }
+    let op = common::Operator::start(&ns, &[]);
+    op.wait_ready().await;
+    common::wait_for("ids assigned", std::time::Duration::from_secs(30), || async {
+        let list = sessions.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .all(|s| s.status.as_ref().and_then(|st| st.id).is_some())
+            .then_some(())
+    })
+    .await;
+
+    let with_key = st()
+        .args([
+            "run",
+            schema(),
+            "--url",
+            &op.url(""),
+            "--checks",
+            "all",
+            "--max-time",
+            "20",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {}", common::API_KEY)])
+        .output()
+        .expect("schemathesis runs (hack/test.sh installs it; or set SCHEMATHESIS)");
+    let out = String::from_utf8_lossy(&with_key.stdout);
+    assert!(
+        with_key.status.success(),
+        "schemathesis with a key found issues:\n{out}\n{}",
+        String::from_utf8_lossy(&with_key.stderr)
+    );
+
+    let before = session_codes(&op).await;
+    let without_key = st()
+        .args(["run", schema(), "--url", &op.url(""), "--max-time", "10"])
+        .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&without_key.stdout);
+    assert!(
+        without_key.status.success(),
+        "schemathesis without a key found issues:\n{out}"
+    );
+    let after = session_codes(&op).await;
+    let mut seen_401 = 0.0;
+    for (route, code, n) in &after {
+        let was = before
+            .iter()
+            .find(|(r, c, _)| r == route && c == code)
+            .map_or(0.0, |b| b.2);
+        if n > &was {
+            assert_eq!(
+                code,
+                "401",
+                "without a key {route} answered {code} {} times",
+                n - was
+            );
+            seen_401 += n - was;
+        }
+    }
+    assert!(
+        seen_401 > 100.0,
+        "the keyless run reached the API: {seen_401} requests"
+    );
+    drop(op);
+    common::delete_namespace(&client, &ns).await;
+}
