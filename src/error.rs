@@ -26,6 +26,20 @@ impl From<kube::Error> for Error {
 }
 
 impl Error {
+    /// Every value `category` can return.
+    pub const CATEGORIES: [&'static str; 10] = [
+        "conflict",
+        "not_found",
+        "forbidden",
+        "rejected",
+        "throttled",
+        "api_error",
+        "connection",
+        "finalizer",
+        "id_counter",
+        "invalid_object",
+    ];
+
     /// A small fixed set of labels, so the errors metric never grows with the input.
     pub fn category(&self) -> &'static str {
         match self {

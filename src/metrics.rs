@@ -80,6 +80,13 @@ impl Metrics {
         )
         .expect("valid metric");
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        // Known label values start at zero, so rate() and increase() see the first event.
+        for result in ["success", "error"] {
+            reconciliations.with_label_values(&[result]);
+        }
+        for category in Error::CATEGORIES {
+            errors.with_label_values(&[category]);
+        }
         for c in [
             Box::new(reconciliations.clone()) as Box<dyn Collector>,
             Box::new(errors.clone()),
@@ -183,6 +190,14 @@ fn fleet_families(stores: &Stores, per_session: bool) -> Vec<MetricFamily> {
         "Start time of each active session's Pod, in seconds since the epoch",
         &["namespace", "session_id"],
     );
+    let restarts = prometheus::IntCounterVec::new(
+        Opts::new(
+            "whatsapp_session_restarts_total",
+            "Times the operator recreated each session's Pod after it died",
+        ),
+        &["namespace", "session_id"],
+    )
+    .expect("valid metric");
     let info = gauge_vec(
         "whatsapp_session_info",
         "Information about each session (always 1)",
@@ -200,6 +215,9 @@ fn fleet_families(stores: &Stores, per_session: bool) -> Vec<MetricFamily> {
                 .with_label_values(&[v.namespace.as_str(), v.session_id.as_str()])
                 .set(ms as f64 / 1000.0);
         }
+        restarts
+            .with_label_values(&[v.namespace.as_str(), v.session_id.as_str()])
+            .inc_by(v.restarts.max(0) as u64);
         info.with_label_values(&[
             v.namespace.as_str(),
             v.session_id.as_str(),
@@ -210,6 +228,7 @@ fn fleet_families(stores: &Stores, per_session: bool) -> Vec<MetricFamily> {
     }
     families.extend(status.collect());
     families.extend(start.collect());
+    families.extend(restarts.collect());
     families.extend(info.collect());
     families
 }

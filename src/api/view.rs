@@ -28,6 +28,9 @@ pub struct SessionView {
     /// Not part of the JSON: lets `?namespace=` filter without another lookup.
     #[serde(skip)]
     pub namespace: String,
+    /// Not part of the JSON (the seed has no such field); exported as a metric.
+    #[serde(skip)]
+    pub restarts: i32,
 }
 
 /// `2025-07-25T08:00:00.000Z`: UTC, always milliseconds, as the seed document shows.
@@ -53,6 +56,7 @@ pub fn session_view(session: &WhatsAppSession, pod: Option<&Pod>) -> Option<Sess
         start_time: live.start_time.map(|t| t.as_millisecond()),
         connection_status: live.connection_status,
         namespace: session.namespace().unwrap_or_default(),
+        restarts: status.restarts.unwrap_or(0),
     })
 }
 
