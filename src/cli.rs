@@ -80,7 +80,28 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
 
-    /// Name of this replica in Events and the leader Lease (default: the host name).
+    /// Name of this replica in Events and the leader Lease (default: host name and pid).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+
+    /// Elect one leader among replicas with a Lease; only the leader reconciles and writes.
+    /// Every replica serves the API and metrics.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// Name of the leader Lease in --operator-namespace.
+    #[arg(long, default_value = "whatsapp-operator-leader")]
+    pub lease_name: String,
+
+    /// Seconds a Lease nobody renews stays taken.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration: u64,
+
+    /// Seconds a leader keeps leading without a successful renewal.
+    #[arg(long, default_value_t = 10)]
+    pub renew_deadline: u64,
+
+    /// Seconds between election attempts.
+    #[arg(long, default_value_t = 2)]
+    pub retry_period: u64,
 }

@@ -7,6 +7,7 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod ids;
+pub mod leader;
 pub mod memory;
 pub mod metrics;
 pub mod plan;

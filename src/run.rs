@@ -18,6 +18,7 @@ use crate::cli::RunArgs;
 use crate::controller::{self, Context};
 use crate::crd::WhatsAppSession;
 use crate::ids::IdAllocator;
+use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::resources::PodDefaults;
 use crate::{server, state};
@@ -72,6 +73,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = shutdown.cancelled() => return finish(server).await,
     }
 
+    let leader = Arc::new(AtomicBool::new(!args.leader_elect));
+    let (elected_tx, elected_rx) = tokio::sync::mpsc::unbounded_channel();
+    let elector = args.leader_elect.then(|| {
+        let config = LeaseConfig {
+            name: args.lease_name.clone(),
+            identity: identity(&args),
+            lease_duration: Duration::from_secs(args.lease_duration),
+            renew_deadline: Duration::from_secs(args.renew_deadline.min(args.lease_duration)),
+            retry_period: Duration::from_secs(args.retry_period.max(1)),
+        };
+        let api = Api::namespaced(client.clone(), &args.operator_namespace);
+        let elector = Elector::new(api, config, leader.clone(), elected_tx);
+        tokio::spawn(elector.run(shutdown.clone()))
+    });
+    // Each election makes the new leader look at every session.
+    let reconcile_all =
+        futures::stream::unfold(
+            elected_rx,
+            |mut rx| async move { rx.recv().await.map(|()| ((), rx)) },
+        );
+
     let ctx = Arc::new(Context {
         client: client.clone(),
         sessions: stores.sessions.clone(),
@@ -92,7 +114,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 instance: args.instance.clone(),
             },
         ),
-        leader: Arc::new(AtomicBool::new(true)),
+        leader,
         memory: Default::default(),
         metrics,
     });
@@ -101,13 +123,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         feeds.session_events,
         feeds.pod_events,
         feeds.pod_deletions,
-        futures::stream::pending(),
+        reconcile_all,
         args.concurrency,
         shutdown.clone().cancelled_owned(),
     )
     .await;
     info!("controller stopped");
     shutdown.cancel();
+    if let Some(elector) = elector {
+        let _ = elector.await;
+    }
     finish(server).await
 }
 
@@ -115,6 +140,16 @@ async fn finish(server: tokio::task::JoinHandle<std::io::Result<()>>) -> anyhow:
     server.await.context("HTTP server task")?.context("HTTP server")?;
     info!("shut down");
     Ok(())
+}
+
+/// This replica's name: --instance (the Pod name in a cluster), else host name and pid.
+fn identity(args: &RunArgs) -> String {
+    args.instance.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "whatsapp-operator".into());
+        format!("{host}-{}", std::process::id())
+    })
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C (a person) stops everything through one token.

@@ -102,7 +102,8 @@ impl Env {
             .await
             .unwrap()
             .items;
-        list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        // eventTime has microseconds; creationTimestamp only seconds.
+        list.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
         list.into_iter().filter_map(|e| e.reason).collect()
     }
 
@@ -234,31 +235,26 @@ async fn session_follows_its_worker_through_every_state() {
         .await;
     assert_eq!(out.is_authenticated, Some(false));
 
-    let reasons = env.event_reasons("alpha").await;
-    let transitions: Vec<&str> = reasons
-        .iter()
-        .map(String::as_str)
-        .filter(|r| {
-            [
-                "Connecting",
-                "Connected",
-                "Authenticated",
-                "Disconnected",
-                "LoggedOut",
-            ]
-            .contains(r)
-        })
-        .collect();
+    // The Event of a transition is published right after its status write.
+    let transitions = [
+        "Connecting",
+        "Connected",
+        "Authenticated",
+        "Disconnected",
+        "LoggedOut",
+    ];
+    let reasons = common::wait_for("an Event per transition", T, || async {
+        let reasons = env.event_reasons("alpha").await;
+        let seen: Vec<String> = reasons
+            .into_iter()
+            .filter(|r| transitions.contains(&r.as_str()))
+            .collect();
+        (seen.len() >= transitions.len()).then_some(seen)
+    })
+    .await;
     assert_eq!(
-        transitions,
-        [
-            "Connecting",
-            "Connected",
-            "Authenticated",
-            "Disconnected",
-            "LoggedOut"
-        ],
-        "one Event per stored-status transition, got {reasons:?}"
+        reasons, transitions,
+        "one Event per stored-status transition, in order"
     );
     let describe = common::kubectl_ok(&["describe", "was", "alpha", "-n", &env.ns]);
     assert!(
