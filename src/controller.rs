@@ -145,7 +145,8 @@ async fn apply(cached: &WhatsAppSession, ctx: &Context) -> Result<Action> {
         },
     );
 
-    let mut restarts = session.status.as_ref().and_then(|s| s.restarts).unwrap_or(0);
+    let stored_restarts = session.status.as_ref().and_then(|s| s.restarts).unwrap_or(0);
+    let mut restarts = stored_restarts.max(ctx.memory.restarts(&uid));
     match &action {
         PodAction::Keep | PodAction::Backoff(_) => {}
         PodAction::Create { restart } => {
@@ -153,7 +154,7 @@ async fn apply(cached: &WhatsAppSession, ctx: &Context) -> Result<Action> {
             let created = create_pod(&desired, &ns, ctx).await?;
             if *restart && created {
                 restarts += 1;
-                ctx.memory.record_restart(&uid, now);
+                ctx.memory.record_restart(&uid, now, restarts);
             }
             info!(session = %session.name_any(), %ns, restart, created, restarts, "created Pod");
         }

@@ -21,6 +21,8 @@ struct Entry {
     /// Restarts since the worker last connected; drives the backoff.
     consecutive_restarts: u32,
     last_restart: Option<Instant>,
+    /// Restarts counted so far: a restart whose status write failed is not forgotten.
+    restarts: i32,
     /// Status written last, with the resourceVersions of the object it was computed from
     /// and of the object the write produced.
     written: Option<Written>,
@@ -59,11 +61,18 @@ impl Memory {
         })
     }
 
-    pub fn record_restart(&self, uid: &str, now: Instant) {
+    /// Counts a restart; `total` is the session's restart count including it.
+    pub fn record_restart(&self, uid: &str, now: Instant, total: i32) {
         self.with(uid, |e| {
             e.consecutive_restarts = e.consecutive_restarts.saturating_add(1);
             e.last_restart = Some(now);
+            e.restarts = e.restarts.max(total);
         });
+    }
+
+    /// The restart count this process has seen, at least.
+    pub fn restarts(&self, uid: &str) -> i32 {
+        self.with(uid, |e| e.restarts)
     }
 
     /// The worker connected: its next failure restarts without delay again.
@@ -95,7 +104,7 @@ impl Memory {
     pub fn record_error(&self, uid: &str) -> Duration {
         self.with(uid, |e| {
             e.errors = e.errors.saturating_add(1);
-            (Duration::from_millis(250) * 2u32.pow(e.errors.min(8))).min(Duration::from_secs(60))
+            (Duration::from_millis(250) * 2u32.pow(e.errors.min(8))).min(Duration::from_secs(30))
         })
     }
 
@@ -146,11 +155,12 @@ mod tests {
         let m = Memory::default();
         let t0 = Instant::now();
         assert_eq!(m.backoff_left("u", t0), Duration::ZERO);
-        m.record_restart("u", t0);
+        m.record_restart("u", t0, 1);
         assert_eq!(m.backoff_left("u", t0), Duration::from_secs(5));
-        m.record_restart("u", t0);
+        m.record_restart("u", t0, 2);
         assert_eq!(m.backoff_left("u", t0), Duration::from_secs(10));
         m.connected("u");
         assert_eq!(m.backoff_left("u", t0), Duration::ZERO);
+        assert_eq!(m.restarts("u"), 2, "the count survives a failed status write");
     }
 }

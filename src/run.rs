@@ -75,6 +75,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let leader = Arc::new(AtomicBool::new(!args.leader_elect));
     let (elected_tx, elected_rx) = tokio::sync::mpsc::unbounded_channel();
+    let elected_tx_for_recovery = elected_tx.clone();
     let elector = args.leader_elect.then(|| {
         let config = LeaseConfig {
             name: args.lease_name.clone(),
@@ -87,6 +88,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let elector = Elector::new(api, config, leader.clone(), elected_tx);
         tokio::spawn(elector.run(shutdown.clone()))
     });
+    // After an outage every session is looked at again, rather than each waiting out the
+    // error backoff it built up while the apiserver was away.
+    {
+        let (health, again, stop) = (stores.health.clone(), elected_tx_for_recovery, shutdown.clone());
+        tokio::spawn(async move {
+            let mut was_failing = false;
+            while !stop.is_cancelled() {
+                let failing = health.failing_for().is_some();
+                if was_failing && !failing {
+                    info!("apiserver reachable again; reconciling every session");
+                    let _ = again.send(());
+                }
+                was_failing = failing;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
     // Each election makes the new leader look at every session.
     let reconcile_all =
         futures::stream::unfold(

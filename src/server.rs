@@ -55,11 +55,26 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(panic_response))
 }
 
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.stores.is_ready() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "stores not synced yet")
+/// Ready once the stores hold a full listing: from then on every read is answered from them,
+/// also while the apiserver is unreachable, and the body says how fresh they are.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if !state.stores.is_ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: stores not synced yet\n",
+        )
+            .into_response();
+    }
+    match state.stores.health.failing_for() {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(d) => (
+            StatusCode::OK,
+            format!(
+                "ok: serving the last known state; the apiserver has been unreachable for {}s\n",
+                d.as_secs()
+            ),
+        )
+            .into_response(),
     }
 }
 

@@ -25,6 +25,7 @@ pub struct Stores {
     /// than with `Store::wait_until_ready`, whose one-shot wakes only the last of several
     /// waiters, and the controller already waits on the sessions store.
     synced: tokio::sync::watch::Receiver<u8>,
+    pub health: WatchHealth,
 }
 
 impl Stores {
@@ -35,6 +36,7 @@ impl Stores {
             sessions,
             pods,
             synced,
+            health: WatchHealth::default(),
         }
     }
 
@@ -89,23 +91,24 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
     let (pods, pod_writer) = reflector::store_shared(SUBSCRIBE_BUFFER);
     let session_events = session_writer.subscribe().expect("shared store");
     let (synced_tx, synced) = tokio::sync::watch::channel(0u8);
+    let health = WatchHealth::default();
     let pod_events = pod_writer.subscribe().expect("shared store");
 
     let session_feed = watcher(
         apis::<WhatsAppSession>(client.clone(), namespace),
         watcher::Config::default(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .modify(slim_session)
     .reflect_shared(session_writer)
     .inspect(count_first_sync(synced_tx.clone()))
-    .map(log_watch_error);
+    .map(track_watch(health.clone()));
     let (deleted_tx, deleted_rx) = futures::channel::mpsc::unbounded();
     let pod_feed = watcher(
         apis::<Pod>(client, namespace),
         watcher::Config::default().labels(MANAGED_SELECTOR),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .modify(slim_pod)
     .reflect_shared(pod_writer)
     .inspect(count_first_sync(synced_tx))
@@ -116,13 +119,14 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
             let _ = deleted_tx.unbounded_send(owner);
         }
     })
-    .map(log_watch_error);
+    .map(track_watch(health.clone()));
 
     (
         Stores {
             sessions,
             pods,
             synced,
+            health,
         },
         Feeds {
             sessions: session_feed.boxed(),
@@ -143,9 +147,74 @@ fn session_of(pod: &Pod) -> Option<ObjectRef<WhatsAppSession>> {
     Some(ObjectRef::new(&owner.name).within(&pod.namespace()?))
 }
 
-fn log_watch_error<T>(event: Result<T, watcher::Error>) {
-    if let Err(e) = event {
-        tracing::warn!(error = %e, "watch failed; retrying with backoff");
+/// Watch retry delays: quick at first and never more than 5 s apart, so a returning
+/// apiserver is noticed within seconds (kube's default waits up to 30 s).
+struct WatchBackoff {
+    next: std::time::Duration,
+}
+
+const WATCH_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(250);
+const WATCH_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self {
+            next: WATCH_RETRY_MIN,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let delay = self.next;
+        self.next = (self.next * 2).min(WATCH_RETRY_MAX);
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_RETRY_MIN;
+    }
+}
+
+/// Records each watch outcome in `health` and logs failures.
+fn track_watch<T>(health: WatchHealth) -> impl FnMut(Result<T, watcher::Error>) {
+    move |event| match event {
+        Ok(_) => health.ok(),
+        Err(e) => {
+            health.failed();
+            tracing::warn!(error = %e, "watch failed; serving the last known state, retrying with backoff");
+        }
+    }
+}
+
+/// Whether the watches reach the apiserver, and since when they do not.
+#[derive(Clone, Default)]
+pub struct WatchHealth {
+    failing_since: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+}
+
+impl WatchHealth {
+    fn ok(&self) {
+        *self.failing_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn failed(&self) {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// How long the watches have been failing, if they are.
+    pub fn failing_for(&self) -> Option<std::time::Duration> {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|t| t.elapsed())
     }
 }
 

@@ -3,20 +3,12 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s.io/kubernetes, wrapper in k8s/)
 #   etcd                                                              (go.etcd.io/etcd/server/v3, wrapper in etcd/)
 #   kwok                                                              (sigs.k8s.io/kwok/cmd/kwok)
-#   helm (only with --with-helm)                                      (helm.sh/helm/v3/cmd/helm)
+#   helm                                                              (helm.sh/helm/v3/cmd/helm, for the chart tests)
 # Prints the bin directory of each component. A cached component is not rebuilt.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/cluster/lib.sh
 . "$here/lib.sh"
-
-with_helm=0
-for a in "$@"; do
-  case "$a" in
-    --with-helm) with_helm=1 ;;
-    *) echo "usage: $0 [--with-helm]" >&2; exit 2 ;;
-  esac
-done
 
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
 
@@ -79,4 +71,4 @@ mkdir -p "$WAO_CACHE/bin"
 build_into kubernetes "$(k8s_bin_dir)" k8s_build
 build_into etcd "$(etcd_bin_dir)" etcd_build
 build_into kwok "$(kwok_bin_dir)" kwok_build
-if [ "$with_helm" = 1 ]; then build_into helm "$(helm_bin_dir)" helm_build; fi
+build_into helm "$(helm_bin_dir)" helm_build

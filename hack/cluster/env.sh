@@ -6,4 +6,5 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 printf 'export KUBECONFIG=%q\n' "$WAO_CLUSTER_DIR/kubeconfig"
 printf 'export KUBECTL=%q\n' "$(k8s_bin_dir)/kubectl"
+printf 'export HELM=%q\n' "$(helm_bin_dir)/helm"
 printf 'export PATH=%q:"$PATH"\n' "$(k8s_bin_dir)"

@@ -63,9 +63,25 @@ plane_healthy() {
 # logging to logs/NAME.log, and records its pid.
 launch() {
   local name=$1; shift
-  setsid "$@" >"$WAO_CLUSTER_DIR/logs/$name.log" 2>&1 < /dev/null &
+  mkdir -p "$WAO_CLUSTER_DIR/cmd"
+  # Kept so one component can be stopped and started again alone (fault tests).
+  printf '%s\0' "$@" > "$WAO_CLUSTER_DIR/cmd/$name"
+  setsid "$@" >>"$WAO_CLUSTER_DIR/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$(pid_file "$name")"
   log "started $name (pid $!)"
+}
+
+# stop_component NAME: SIGTERM its process group, SIGKILL after 10 s.
+stop_component() {
+  local pid
+  pid=$(pid_of "$1") || { rm -f "$(pid_file "$1")"; return 0; }
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$1 did not stop on SIGTERM; killing it"
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$(pid_file "$1")"
 }
 
 # wait_until WHAT SECONDS CMD...: retries CMD until it succeeds; on timeout shows why.

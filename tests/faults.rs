@@ -1,0 +1,168 @@
+//! Faults on the real control plane. The only test in this binary, because it stops the
+//! shared apiserver (cargo runs test binaries one after another).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use whatsapp_operator::crd::WhatsAppSession;
+use whatsapp_operator::states::{ConnectionStatus, StoredStatus};
+
+const T: Duration = Duration::from_secs(60);
+
+fn component(action: &str, name: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/cluster/component.sh");
+    let ok = Command::new(script)
+        .args([action, name])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "{script} {action} {name}");
+}
+
+async fn get(op: &common::Operator, path: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .get(op.url(path))
+        .header("Authorization", format!("Bearer {}", common::API_KEY))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("the operator answers");
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn create(api: &Api<WhatsAppSession>, name: &str) {
+    let s: WhatsAppSession = serde_json::from_value(json!({
+        "apiVersion": "whatsapp-operator.dev/v1alpha1", "kind": "WhatsAppSession",
+        "metadata": { "name": name }, "spec": {},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &s).await.unwrap();
+}
+
+async fn running(pods: &Api<Pod>, name: &str) -> Pod {
+    common::wait_for(&format!("{name} Running"), T, || async {
+        let p = pods.get(name).await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running") && p.metadata.deletion_timestamp.is_none())
+            .then_some(p)
+    })
+    .await
+}
+
+async fn status_writes(op: &common::Operator) -> f64 {
+    let (_, text) = get(op, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("whatsapp_operator_status_writes_total "))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
+    let client = common::client().await;
+    common::install_crd(&client).await;
+    let ns = common::namespace(&client, "faults").await;
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let op = common::Operator::start(&ns, &[]);
+    op.wait_ready().await;
+
+    create(&sessions, "s1").await;
+    create(&sessions, "s2").await;
+    running(&pods, "wa-s1").await;
+    running(&pods, "wa-s2").await;
+    common::report(&pods, "wa-s1", "Connected", "", Some(false)).await;
+    let before = common::wait_for("s1 connected in the API", T, || async {
+        let (_, body) = get(&op, "/sessions/all").await;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let connected = v["data"]
+            .as_array()?
+            .iter()
+            .any(|d| d["sessionId"] == "s1" && d["status"] == "connected");
+        (connected && v["count"] == 2).then_some(v)
+    })
+    .await;
+
+    // Work in flight when the apiserver goes away: a lost Pod.
+    let lost = pods.get("wa-s2").await.unwrap().uid();
+    pods.delete("wa-s2", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    component("stop", "kube-apiserver");
+    let down = Instant::now();
+    let mut unreachable_seen = false;
+    while down.elapsed() < Duration::from_secs(30) {
+        let (status, body) = get(&op, "/sessions/all").await;
+        assert_eq!(status, 200, "reads keep working: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["count"], before["count"], "the last known state");
+        let (ready, why) = get(&op, "/readyz").await;
+        assert_eq!(ready, 200);
+        unreachable_seen |= why.contains("unreachable");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(unreachable_seen, "/readyz says the state may be stale");
+    assert_eq!(get(&op, "/livez").await.0, 200, "the operator did not exit");
+    component("start", "kube-apiserver");
+
+    // It converges once the apiserver is back. (Whether the Pods then run is up to the
+    // plane's own controllers, which take their time to recover too.)
+    common::wait_for("apiserver back", T, || async {
+        sessions.list(&Default::default()).await.ok()
+    })
+    .await;
+    common::wait_for("the lost Pod recreated", T, || async {
+        let p = pods.get("wa-s2").await.ok()?;
+        (p.uid() != lost).then_some(())
+    })
+    .await;
+    create(&sessions, "s3").await;
+    common::wait_for("s3 has its Pod", T, || async { pods.get("wa-s3").await.ok() }).await;
+    common::wait_for("s2 restart counted, s3 has an id", T, || async {
+        let s2 = sessions.get("s2").await.ok()?.status?;
+        let s3 = sessions.get("s3").await.ok()?.status?;
+        (s2.restarts == Some(1) && s3.id.is_some()).then_some(())
+    })
+    .await;
+    common::wait_for("readyz fresh again", T, || async {
+        let (s, body) = get(&op, "/readyz").await;
+        (s == 200 && body.trim() == "ok").then_some(())
+    })
+    .await;
+
+    // Someone else writes the status; the operator puts it back once and then stays quiet.
+    sessions
+        .patch_status(
+            "s1",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "whatsapp-operator.dev/v1alpha1", "kind": "WhatsAppSession",
+                "status": { "status": "logged_out", "connectionStatus": "CLOSING", "podName": "elsewhere" },
+            })),
+        )
+        .await
+        .unwrap();
+    common::wait_for("status restored", T, || async {
+        let st = sessions.get("s1").await.ok()?.status?;
+        let restored = st.status == Some(StoredStatus::Connected)
+            && st.connection_status == Some(ConnectionStatus::Connected)
+            && st.pod_name.as_deref() == Some("wa-s1");
+        restored.then_some(())
+    })
+    .await;
+    let writes = status_writes(&op).await;
+    let version = sessions.get("s1").await.unwrap().resource_version();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sessions.get("s1").await.unwrap().resource_version(),
+        version,
+        "no write loop"
+    );
+    assert_eq!(status_writes(&op).await, writes, "no write loop");
+    drop(op);
+    common::delete_namespace(&client, &ns).await;
+}
