@@ -26,7 +26,7 @@ cargo build --quiet
 "$kubectl" wait --for condition=Established crd/whatsappsessions.whatsapp-operator.dev --timeout=30s >/dev/null
 "$kubectl" create namespace "$ns" --dry-run=client -o yaml | "$kubectl" apply --server-side -f - >/dev/null
 "$kubectl" label namespace "$ns" pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
-"$kubectl" apply --server-side --field-manager whatsapp-operator-demo -n "$ns" -f examples/
+"$kubectl" apply --server-side --field-manager whatsapp-operator-demo -n "$ns" -f examples/sessions/
 
 # A random key per machine, kept so the printed curl keeps working across runs.
 key_file=$WAO_CACHE/dev-api-keys
