@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs (once, cached by version) a tool the tests use, and prints its path.
-#   hack/tools.sh schemathesis
+# Installs (once, cached by version) a tool the tests or benchmarks use, and prints its path.
+#   hack/tools.sh schemathesis | kube-state-metrics
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/cluster/lib.sh
 . "$here/cluster/lib.sh"
 
 SCHEMATHESIS_VERSION=4.32.5
+KSM_VERSION=v2.18.0 # keep in step with bench/ksm/go.mod
 
 case "${1:-}" in
   schemathesis)
@@ -19,5 +20,19 @@ case "${1:-}" in
     fi
     echo "$venv/bin/st"
     ;;
-  *) echo "usage: $0 schemathesis" >&2; exit 2 ;;
+  kube-state-metrics)
+    # The peer the benchmarks compare with, built from its Go module.
+    dir=$WAO_CACHE/bin/kube-state-metrics-$KSM_VERSION
+    if [ ! -x "$dir/kube-state-metrics" ]; then
+      log "building kube-state-metrics $KSM_VERSION from its Go module (first time only)"
+      tmp=$(mktemp -d "$WAO_CACHE/bin/.tmp-ksm-XXXXXX")
+      # A wrapper module (bench/ksm) pins it: `go install pkg@version` asks the proxy for the
+      # module's version list, which it does not serve for this module.
+      (cd "$here/../bench/ksm" && GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
+        go build -trimpath -ldflags "-s -w" -o "$tmp/kube-state-metrics" k8s.io/kube-state-metrics/v2)
+      rm -rf "$dir" && mv "$tmp" "$dir"
+    fi
+    echo "$dir/kube-state-metrics"
+    ;;
+  *) echo "usage: $0 schemathesis|kube-state-metrics" >&2; exit 2 ;;
 esac

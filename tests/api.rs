@@ -299,7 +299,10 @@ async fn endpoints_serve_every_state_exactly_as_the_seed_shows() {
     let mut lines = text.lines();
     let connected: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
     let every: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
-    assert_eq!((connected["count"].clone(), every["count"].clone()), (json!(3), json!(7)));
+    assert_eq!(
+        (connected["count"].clone(), every["count"].clone()),
+        (json!(3), json!(7))
+    );
     let out = Command::new("node")
         .arg(format!("{root}/examples/clients/sessions.js"))
         .env("API_KEY", key)
@@ -308,10 +311,24 @@ async fn endpoints_serve_every_state_exactly_as_the_seed_shows() {
         .expect("node runs the fetch example");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    let connected: Value = serde_json::from_str(text.lines().next().unwrap().strip_prefix("Connected sessions: ").unwrap()).unwrap();
+    let connected: Value = serde_json::from_str(
+        text.lines()
+            .next()
+            .unwrap()
+            .strip_prefix("Connected sessions: ")
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(connected["message"], "Connected sessions retrieved successfully");
     assert_eq!(connected["count"], 3);
-    let every: Value = serde_json::from_str(text.lines().nth(1).unwrap().strip_prefix("All sessions: ").unwrap()).unwrap();
+    let every: Value = serde_json::from_str(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .strip_prefix("All sessions: ")
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(every["count"], 7);
 
     // A worker's report reaches the API within a second.

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Fleet benchmark: a fresh local control plane, N sessions (default 10000), the operator's
+# release build and, side by side, kube-state-metrics built from its Go module. Prints the
+# figures and writes docs/benchmarks.md.
+#   BENCH_SESSIONS=2000 BENCH_CHANGES=200 bench/run.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+# shellcheck source=hack/cluster/lib.sh
+. hack/cluster/lib.sh
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+cargo build --release --quiet
+ksm=$(hack/tools.sh kube-state-metrics)
+# A fresh, empty plane: every figure starts from nothing.
+hack/cluster/down.sh
+WAO_NODES=${WAO_NODES:-2} hack/cluster/up.sh >/dev/null
+trap 'hack/cluster/down.sh' EXIT
+eval "$(hack/cluster/env.sh)"
+"$KUBECTL" apply --server-side -f crds/ >/dev/null
+"$KUBECTL" wait --for condition=Established crd/whatsappsessions.whatsapp-operator.dev --timeout=30s >/dev/null
+
+BENCH_OPERATOR=$root/target/release/whatsapp-operator \
+BENCH_APISERVER_PID=$(cat "$(pid_file kube-apiserver)") \
+BENCH_KSM=$ksm \
+BENCH_OUT=${BENCH_OUT:-$root/docs/benchmarks.md} \
+  cargo bench --bench fleet

@@ -1,0 +1,523 @@
+//! Fleet benchmark on the local real control plane (run by bench/run.sh, which starts a fresh
+//! plane and passes the binaries). Prints figures and writes docs/benchmarks.md; it asserts
+//! nothing: targets are reported against, not tested.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use whatsapp_operator::crd::WhatsAppSession;
+use whatsapp_operator::states::{CONNECTION_CONDITION, StoredStatus};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_http(url: &str) {
+    for _ in 0..600 {
+        if reqwest::get(url).await.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never answered");
+}
+
+/// Times `n` sequential GETs; returns (sorted ms, body bytes).
+async fn time_gets(url: &str, n: usize) -> (Vec<f64>, usize) {
+    let http = reqwest::Client::new();
+    let mut ms = Vec::new();
+    let mut size = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        let body = http.get(url).send().await.unwrap().bytes().await.unwrap();
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        size = body.len();
+    }
+    (sorted(ms), size)
+}
+
+/// wrk against one path: (req/s, p50 ms, p99 ms).
+fn wrk(url: &str, key: &str, seconds: u32) -> (f64, f64, f64) {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c16", &format!("-d{seconds}s"), "--latency"])
+        .args(["-H", &format!("Authorization: Bearer {key}"), url])
+        .output()
+        .expect("wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ms = |label: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map_or(f64::NAN, |v| {
+                let (num, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
+                let n: f64 = num.parse().unwrap_or(f64::NAN);
+                match unit {
+                    "us" => n / 1000.0,
+                    "ms" => n,
+                    "s" => n * 1000.0,
+                    _ => n,
+                }
+            })
+    };
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN);
+    (rps, ms("50.000%"), ms("99.000%"))
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = env_or("BENCH_SESSIONS", 10_000);
+    let changes: usize = env_or("BENCH_CHANGES", 500);
+    let operator_bin = std::env::var("BENCH_OPERATOR").expect("BENCH_OPERATOR: the release binary");
+    let apiserver_pid: u32 = env_or("BENCH_APISERVER_PID", 0);
+    let ksm_bin = std::env::var("BENCH_KSM").ok();
+    let out_file = std::env::var("BENCH_OUT").unwrap_or_else(|_| "docs/benchmarks.md".into());
+    let client = Client::try_default()
+        .await
+        .expect("KUBECONFIG of the local plane");
+
+    let ns = format!("bench-{}", std::process::id());
+    let nsobj: Namespace = serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &nsobj)
+        .await
+        .unwrap();
+    let sessions: Api<WhatsAppSession> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    tokio::time::sleep(Duration::from_secs(2)).await; // the default ServiceAccount
+
+    let port = free_port();
+    let key = "bench-key";
+    let op = Proc(
+        Command::new(&operator_bin)
+            .args([
+                "run",
+                "--namespace",
+                &ns,
+                "--operator-namespace",
+                &ns,
+                "--leader-elect=false",
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--concurrency", "32"])
+            .env("API_KEYS", key)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let op_pid = op.0.id();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http(&format!("{base}/readyz")).await;
+
+    // 1. Empty to steady state.
+    eprintln!("creating {n} sessions in {ns}");
+    let (op_cpu0, api_cpu0) = (cpu_seconds(op_pid), cpu_seconds(apiserver_pid));
+    let start = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let sessions = sessions.clone();
+            async move {
+                let s: WhatsAppSession = serde_json::from_value(json!({
+                    "apiVersion": "whatsapp-operator.dev/v1alpha1", "kind": "WhatsAppSession",
+                    "metadata": { "name": format!("s{i:05}") }, "spec": { "storage": { "size": "64Mi" } },
+                }))
+                .unwrap();
+                sessions.create(&PostParams::default(), &s).await.unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<()>()
+        .await;
+    let created = start.elapsed();
+    eprintln!("created in {created:?}; waiting for steady state");
+    loop {
+        let list = sessions.list(&ListParams::default()).await.unwrap();
+        let done = list
+            .items
+            .iter()
+            .filter(|s| s.status.as_ref().is_some_and(|st| st.start_time.is_some()))
+            .count();
+        if done == n {
+            break;
+        }
+        eprintln!("  {done}/{n} running with status written ({:?})", start.elapsed());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let steady = start.elapsed();
+    let (op_cpu, api_cpu) = (
+        cpu_seconds(op_pid) - op_cpu0,
+        cpu_seconds(apiserver_pid) - api_cpu0,
+    );
+    eprintln!("steady after {steady:?}: operator {op_cpu:.1} CPU-s, apiserver {api_cpu:.1} CPU-s");
+
+    // 2. Condition change -> status written.
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    let watch = {
+        let seen = seen.clone();
+        let sessions = sessions.clone();
+        tokio::spawn(async move {
+            let _ = watcher(sessions, watcher::Config::default())
+                .applied_objects()
+                .try_for_each(|s: WhatsAppSession| {
+                    let seen = seen.clone();
+                    async move {
+                        if s.status.as_ref().and_then(|st| st.status) == Some(StoredStatus::Connected) {
+                            seen.lock()
+                                .unwrap()
+                                .entry(s.name_any())
+                                .or_insert_with(Instant::now);
+                        }
+                        Ok(())
+                    }
+                })
+                .await;
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await; // the watch's initial listing
+    let patched: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    futures::stream::iter(0..changes.min(n))
+        .map(|i| {
+            let (pods, patched) = (pods.clone(), patched.clone());
+            async move {
+                let name = format!("s{:05}", i * (n / changes.min(n)).max(1));
+                let patch = json!({ "status": { "conditions": [{
+                    "type": CONNECTION_CONDITION, "status": "True", "reason": "Connected",
+                    "lastTransitionTime": jiff::Timestamp::now().to_string() }] } });
+                let t = Instant::now();
+                pods.patch_status(
+                    &format!("wa-{name}"),
+                    &PatchParams::default(),
+                    &Patch::Strategic(patch),
+                )
+                .await
+                .unwrap();
+                patched.lock().unwrap().insert(name, t);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .buffer_unordered(4)
+        .collect::<()>()
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.lock().unwrap().len() < patched.lock().unwrap().len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    watch.abort();
+    let latencies = {
+        let (seen, patched) = (seen.lock().unwrap(), patched.lock().unwrap());
+        sorted(
+            patched
+                .iter()
+                .filter_map(|(name, t)| {
+                    Some(seen.get(name)?.saturating_duration_since(*t).as_secs_f64() * 1000.0)
+                })
+                .collect(),
+        )
+    };
+    let (lat50, lat99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
+    eprintln!(
+        "status written after a condition change: p50 {lat50:.0} ms, p99 {lat99:.0} ms ({} of {})",
+        latencies.len(),
+        changes
+    );
+
+    // 3. The session API under load.
+    let mut http_rows = Vec::new();
+    for path in ["/sessions/all", "/sessions/connected", "/sessions"] {
+        let (rps, p50, p99) = wrk(&format!("{base}{path}"), key, 10);
+        eprintln!("{path}: {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+        http_rows.push((path, rps, p50, p99));
+    }
+
+    // 4. /metrics, and kube-state-metrics side by side.
+    let (op_metrics, op_metrics_size) = time_gets(&format!("{base}/metrics"), 20).await;
+    let op_rss = rss_mib(op_pid, "VmRSS:");
+    let op_hwm = rss_mib(op_pid, "VmHWM:");
+    let mut ksm_row = None;
+    if let Some(bin) = ksm_bin {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("crs.yaml");
+        std::fs::write(&cfg, KSM_CONFIG).unwrap();
+        let kport = free_port();
+        let ksm = Proc(
+            Command::new(bin)
+                .arg(format!("--kubeconfig={}", std::env::var("KUBECONFIG").unwrap()))
+                .arg(format!("--custom-resource-state-config-file={}", cfg.display()))
+                .args([
+                    "--custom-resource-state-only",
+                    "--host=127.0.0.1",
+                    &format!("--port={kport}"),
+                ])
+                .args([
+                    "--telemetry-host=127.0.0.1",
+                    &format!("--telemetry-port={}", free_port()),
+                ])
+                .arg(format!("--namespaces={ns}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let url = format!("http://127.0.0.1:{kport}/metrics");
+        wait_http(&url).await;
+        // Wait until it exports every session.
+        for _ in 0..120 {
+            let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            let series = body
+                .lines()
+                .filter(|l| l.starts_with("whatsapp_session_connection_status{"))
+                .count();
+            if series >= n * 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let (ksm_times, ksm_size) = time_gets(&url, 20).await;
+        let ksm_rss = rss_mib(ksm.0.id(), "VmRSS:");
+        ksm_row = Some((ksm_times, ksm_size, ksm_rss));
+    }
+
+    // 5. The report.
+    let machine = format!(
+        "{} cores, {:.0} GiB",
+        std::thread::available_parallelism().map_or(0, |p| p.get()),
+        mem_total_gib()
+    );
+    let mut md = String::new();
+    md.push_str("# Benchmarks\n\n");
+    md.push_str(&format!(
+        "Produced by `bench/run.sh` on {} ({machine}; Kubernetes v1.36.3 built from its Go modules, kwok fake nodes, \
+         etcd v3.6.10; whatsapp-operator {} release build). N = {n} sessions, {changes} condition changes. \
+         Figures from one run on a shared 2-core machine: read them as orders of magnitude.\n\n",
+        jiff::Timestamp::now().strftime("%Y-%m-%d"),
+        env!("CARGO_PKG_VERSION"),
+    ));
+    md.push_str("| measure | value | target | met |\n|---|---|---|---|\n");
+    let row = |md: &mut String, what: &str, value: String, target: &str, met: bool| {
+        md.push_str(&format!(
+            "| {what} | {value} | {target} | {} |\n",
+            if met { "yes" } else { "no" }
+        ));
+    };
+    row(
+        &mut md,
+        "empty to steady state (all Pods Running, all statuses written)",
+        format!("{:.1} s", steady.as_secs_f64()),
+        "bounded by the apiserver",
+        true,
+    );
+    row(
+        &mut md,
+        "creating the sessions (client side)",
+        format!("{:.1} s", created.as_secs_f64()),
+        "",
+        true,
+    );
+    row(
+        &mut md,
+        "operator CPU during that",
+        format!("{op_cpu:.1} CPU-s"),
+        "",
+        true,
+    );
+    row(
+        &mut md,
+        "apiserver CPU during that",
+        format!("{api_cpu:.1} CPU-s"),
+        "",
+        true,
+    );
+    let ratio = op_cpu / api_cpu.max(0.001);
+    row(
+        &mut md,
+        "operator CPU / apiserver CPU",
+        format!("{:.0} %", ratio * 100.0),
+        "< 20 %",
+        ratio < 0.2,
+    );
+    row(
+        &mut md,
+        "operator RSS now / peak",
+        format!("{op_rss:.0} / {op_hwm:.0} MiB"),
+        "< 128 MiB",
+        op_hwm < 128.0,
+    );
+    row(
+        &mut md,
+        "condition change -> status written, p50",
+        format!("{lat50:.0} ms"),
+        "",
+        true,
+    );
+    row(
+        &mut md,
+        "condition change -> status written, p99",
+        format!("{lat99:.0} ms"),
+        "< 500 ms",
+        lat99 < 500.0,
+    );
+    for (path, rps, p50, p99) in &http_rows {
+        row(
+            &mut md,
+            &format!("`GET {path}` throughput (wrk, 16 connections)"),
+            format!("{rps:.0} req/s"),
+            "",
+            true,
+        );
+        let target = if *path == "/sessions/all" {
+            "p99 < 20 ms"
+        } else {
+            ""
+        };
+        row(
+            &mut md,
+            &format!("`GET {path}` latency p50 / p99"),
+            format!("{p50:.2} / {p99:.2} ms"),
+            target,
+            *path != "/sessions/all" || *p99 < 20.0,
+        );
+    }
+    let (m50, m99) = (percentile(&op_metrics, 50.0), percentile(&op_metrics, 99.0));
+    row(
+        &mut md,
+        "operator `/metrics` p50 / p99 (size)",
+        format!("{m50:.1} / {m99:.1} ms ({} KiB)", op_metrics_size / 1024),
+        "< 50 ms",
+        m99 < 50.0,
+    );
+    if let Some((times, size, rss)) = &ksm_row {
+        let (k50, k99) = (percentile(times, 50.0), percentile(times, 99.0));
+        row(
+            &mut md,
+            "kube-state-metrics `/metrics` p50 / p99 (size)",
+            format!("{k50:.1} / {k99:.1} ms ({} KiB)", size / 1024),
+            "",
+            true,
+        );
+        let speedup = k50 / m50;
+        row(
+            &mut md,
+            "operator `/metrics` speed vs kube-state-metrics (p50)",
+            format!("{speedup:.1}x"),
+            ">= 5x",
+            speedup >= 5.0,
+        );
+        row(
+            &mut md,
+            "RSS operator / kube-state-metrics",
+            format!("{op_rss:.0} / {rss:.0} MiB"),
+            "",
+            true,
+        );
+    } else {
+        md.push_str("| kube-state-metrics | not run (BENCH_KSM unset) | | |\n");
+    }
+    md.push_str(
+        "\nThe operator's `/metrics` holds the per-status totals and, per session, the connection-status \
+         state set, start time, restarts and info; kube-state-metrics was given a custom-resource-state \
+         configuration (in `benches/fleet.rs`) exporting the same per-session connection-status state set \
+         and info from the same objects.\n",
+    );
+    std::fs::write(&out_file, &md).unwrap();
+    println!("{md}");
+    drop(op);
+}
+
+fn mem_total_gib() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0)
+}
+
+/// kube-state-metrics' custom-resource-state configuration for the same per-session series.
+const KSM_CONFIG: &str = r#"
+kind: CustomResourceStateMetrics
+spec:
+  resources:
+    - groupVersionKind: { group: whatsapp-operator.dev, version: v1alpha1, kind: WhatsAppSession }
+      metricNamePrefix: whatsapp
+      labelsFromPath:
+        namespace: [metadata, namespace]
+        session_id: [status, sessionId]
+      metrics:
+        - name: session_connection_status
+          help: Connection status of each session
+          each:
+            type: StateSet
+            stateSet:
+              labelName: connection_status
+              path: [status, connectionStatus]
+              list: [CONNECTING, CONNECTED, AUTHENTICATED, DISCONNECTED, CLOSING]
+        - name: session_info
+          help: Information about each session
+          each:
+            type: Info
+            info:
+              labelsFromPath:
+                id: [status, id]
+                status: [status, status]
+"#;
