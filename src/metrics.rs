@@ -242,12 +242,29 @@ mod tests {
     use kube::runtime::watcher::Event;
     use prometheus::{Encoder, TextEncoder};
 
-    fn scrape(stores: &Stores) -> String {
+    fn scrape_with(stores: &Stores, per_session: bool) -> String {
+        let mut metrics = Metrics::new();
+        metrics.per_session = per_session;
         let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&Metrics::new().gather(stores), &mut out)
-            .unwrap();
+        TextEncoder::new().encode(&metrics.gather(stores), &mut out).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    fn scrape(stores: &Stores) -> String {
+        scrape_with(stores, true)
+    }
+
+    #[test]
+    fn per_session_series_can_be_turned_off() {
+        let (sessions, mut writer) = store::<WhatsAppSession>();
+        let (pods, _w) = store();
+        let stores = Stores::from_stores(sessions, pods);
+        writer.apply_watcher_event(&Event::Apply(session("a", 1, StoredStatus::Connected)));
+        let on = scrape_with(&stores, true);
+        assert!(on.contains("whatsapp_session_info{"), "{on}");
+        let off = scrape_with(&stores, false);
+        assert!(!off.contains("whatsapp_session_"), "{off}");
+        assert!(off.contains("whatsapp_sessions_stored{status=\"connected\"} 1"), "{off}");
     }
 
     fn session(name: &str, id: i64, status: StoredStatus) -> WhatsAppSession {
