@@ -121,7 +121,7 @@ fn wrk(url: &str, key: &str, seconds: u32) -> (f64, f64, f64) {
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(f64::NAN);
-    (rps, ms("50.000%"), ms("99.000%"))
+    (rps, ms("50%"), ms("99%"))
 }
 
 #[tokio::main]

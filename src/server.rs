@@ -10,7 +10,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus::{Encoder, TextEncoder};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::api::auth::ApiKeys;
@@ -79,15 +78,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let mut body = Vec::new();
-    let encoder = TextEncoder::new();
-    match encoder.encode(&state.metrics.gather(&state.stores), &mut body) {
-        Ok(()) => ([(header::CONTENT_TYPE, encoder.format_type().to_string())], body).into_response(),
-        Err(e) => failure(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("metrics encoding failed: {e}"),
-        ),
-    }
+    let body = state.metrics.render(&state.stores);
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
 }
 
 async fn not_found(method: Method, req: Request) -> Response {

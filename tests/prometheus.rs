@@ -275,6 +275,32 @@ async fn prometheus_sees_the_fleet_as_it_changes_and_the_dashboard_queries_exist
     )
     .await;
 
+    // The exposition passes promtool's lint.
+    let scrape = reqwest::get(op.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut lint = tool("PROMTOOL", "promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut lint.stdin.take().unwrap(), scrape.as_bytes()).unwrap();
+    let lint = lint.wait_with_output().unwrap();
+    let problems = format!(
+        "{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    assert!(
+        lint.status.success() && problems.trim().is_empty(),
+        "promtool check metrics: {problems}"
+    );
+
     // Every metric a dashboard query names is one the exporter really exposes.
     let exposed = exposed_names(&op).await;
     let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
