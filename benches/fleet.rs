@@ -128,6 +128,7 @@ fn wrk(url: &str, key: &str, seconds: u32) -> (f64, f64, f64) {
 async fn main() {
     let n: usize = env_or("BENCH_SESSIONS", 10_000);
     let changes: usize = env_or("BENCH_CHANGES", 500);
+    let steady_timeout = Duration::from_secs(env_or("BENCH_STEADY_TIMEOUT", 1800));
     let operator_bin = std::env::var("BENCH_OPERATOR").expect("BENCH_OPERATOR: the release binary");
     let apiserver_pid: u32 = env_or("BENCH_APISERVER_PID", 0);
     let ksm_bin = std::env::var("BENCH_KSM").ok();
@@ -191,20 +192,28 @@ async fn main() {
         .await;
     let created = start.elapsed();
     eprintln!("created in {created:?}; waiting for steady state");
+    // Sessions whose Pod runs and whose status says so.
+    let mut running: Vec<String>;
     loop {
         let list = sessions.list(&ListParams::default()).await.unwrap();
-        let done = list
+        running = list
             .items
             .iter()
             .filter(|s| s.status.as_ref().is_some_and(|st| st.start_time.is_some()))
-            .count();
-        if done == n {
+            .map(|s| s.name_any())
+            .collect();
+        if running.len() == n || start.elapsed() > steady_timeout {
             break;
         }
-        eprintln!("  {done}/{n} running with status written ({:?})", start.elapsed());
+        eprintln!(
+            "  {}/{n} running with status written ({:?})",
+            running.len(),
+            start.elapsed()
+        );
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     let steady = start.elapsed();
+    let reached = running.len();
     let (op_cpu, api_cpu) = (
         cpu_seconds(op_pid) - op_cpu0,
         cpu_seconds(apiserver_pid) - api_cpu0,
@@ -236,11 +245,14 @@ async fn main() {
     };
     tokio::time::sleep(Duration::from_secs(3)).await; // the watch's initial listing
     let patched: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
-    futures::stream::iter(0..changes.min(n))
-        .map(|i| {
+    running.sort();
+    let step = (running.len() / changes.max(1)).max(1);
+    let targets: Vec<String> = running.iter().step_by(step).take(changes).cloned().collect();
+    let changes = targets.len();
+    futures::stream::iter(targets)
+        .map(|name| {
             let (pods, patched) = (pods.clone(), patched.clone());
             async move {
-                let name = format!("s{:05}", i * (n / changes.min(n)).max(1));
                 let patch = json!({ "status": { "conditions": [{
                     "type": CONNECTION_CONDITION, "status": "True", "reason": "Connected",
                     "lastTransitionTime": jiff::Timestamp::now().to_string() }] } });
@@ -360,12 +372,21 @@ async fn main() {
             if met { "yes" } else { "no" }
         ));
     };
+    let steady_value = if reached == n {
+        format!("{:.1} s", steady.as_secs_f64())
+    } else {
+        format!(
+            "not reached: {reached} of {n} after {:.0} s ({:.1} sessions/s)",
+            steady.as_secs_f64(),
+            reached as f64 / steady.as_secs_f64()
+        )
+    };
     row(
         &mut md,
         "empty to steady state (all Pods Running, all statuses written)",
-        format!("{:.1} s", steady.as_secs_f64()),
+        steady_value,
         "bounded by the apiserver",
-        true,
+        reached == n,
     );
     row(
         &mut md,

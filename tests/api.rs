@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use whatsapp_operator::crd::WhatsAppSession;
 
@@ -35,17 +35,6 @@ async fn get_json(op: &common::Operator, path: &str, key: &str) -> Value {
     let (status, _, body) = get(op, path, Some(key)).await;
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()
-}
-
-async fn create(api: &Api<WhatsAppSession>, name: &str, spec: Value) {
-    let s: WhatsAppSession = serde_json::from_value(json!({
-        "apiVersion": "whatsapp-operator.dev/v1alpha1",
-        "kind": "WhatsAppSession",
-        "metadata": { "name": name },
-        "spec": spec,
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &s).await.unwrap();
 }
 
 fn ms_time(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> String {
@@ -116,9 +105,9 @@ async fn endpoints_serve_every_state_exactly_as_the_seed_shows() {
         } else {
             json!({})
         };
-        create(&sessions, name, spec).await;
+        common::create_session(&sessions, name, spec).await;
     }
-    create(
+    common::create_session(
         &sessions,
         "parked",
         json!({ "sessionId": "old_session", "suspend": true }),

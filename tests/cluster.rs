@@ -29,6 +29,17 @@ async fn crd_installs_and_a_session_round_trips() {
     let back = api.get("alpha").await.expect("session reads back");
     assert_eq!(back.spec, spec);
     assert_eq!(back.session_id(), "whatsapp_connection");
+    // The schema's documentation reaches `kubectl explain`.
+    let explain = common::kubectl_ok(&["explain", "whatsappsession.spec.storage.reclaimPolicy"]);
+    assert!(
+        explain.contains("pairing data") && explain.contains("Retain"),
+        "{explain}"
+    );
+    let explain = common::kubectl_ok(&["explain", "whatsappsession.status.id"]);
+    assert!(
+        explain.contains("unique") && explain.contains("reused"),
+        "{explain}"
+    );
     common::delete_namespace(&client, &ns).await;
 }
 

@@ -38,17 +38,7 @@ async fn env(prefix: &str) -> Env {
 
 impl Env {
     async fn create(&self, name: &str, spec: serde_json::Value) {
-        let s: WhatsAppSession = serde_json::from_value(json!({
-            "apiVersion": "whatsapp-operator.dev/v1alpha1",
-            "kind": "WhatsAppSession",
-            "metadata": { "name": name },
-            "spec": spec,
-        }))
-        .unwrap();
-        self.sessions
-            .create(&PostParams::default(), &s)
-            .await
-            .expect("session created");
+        common::create_session(&self.sessions, name, spec).await;
     }
 
     async fn status_where(
@@ -77,12 +67,7 @@ impl Env {
     }
 
     async fn running_pod(&self, name: &str) -> Pod {
-        common::wait_for(&format!("Pod {name} Running"), T, || async {
-            let p = self.pods.get(name).await.ok()?;
-            let running = p.status.as_ref()?.phase.as_deref() == Some("Running");
-            (running && p.metadata.deletion_timestamp.is_none()).then_some(p)
-        })
-        .await
+        common::running_pod(&self.pods, name).await
     }
 
     async fn gone<K>(&self, api: &Api<K>, name: &str)

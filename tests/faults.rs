@@ -1,5 +1,5 @@
 //! Faults on the real control plane. The only test in this binary, because it stops the
-//! shared apiserver (cargo runs test binaries one after another).
+//! shared apiserver.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use whatsapp_operator::crd::WhatsAppSession;
 use whatsapp_operator::states::{ConnectionStatus, StoredStatus};
@@ -36,32 +36,10 @@ async fn get(op: &common::Operator, path: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-async fn create(api: &Api<WhatsAppSession>, name: &str) {
-    let s: WhatsAppSession = serde_json::from_value(json!({
-        "apiVersion": "whatsapp-operator.dev/v1alpha1", "kind": "WhatsAppSession",
-        "metadata": { "name": name }, "spec": {},
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &s).await.unwrap();
-}
-
-async fn running(pods: &Api<Pod>, name: &str) -> Pod {
-    common::wait_for(&format!("{name} Running"), T, || async {
-        let p = pods.get(name).await.ok()?;
-        (p.status.as_ref()?.phase.as_deref() == Some("Running") && p.metadata.deletion_timestamp.is_none())
-            .then_some(p)
-    })
-    .await
-}
-
-async fn status_writes(op: &common::Operator) -> f64 {
-    let (_, text) = get(op, "/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix("whatsapp_operator_status_writes_total "))
-        .map_or(0.0, |v| v.parse().unwrap())
-}
-
+/// Ignored in a plain `cargo test`: it stops the apiserver every other test uses, and the
+/// plane's own controllers take minutes to settle after. hack/test.sh runs it last, alone.
 #[tokio::test]
+#[ignore = "stops the shared apiserver; hack/test.sh runs it last with --ignored"]
 async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
     let client = common::client().await;
     common::install_crd(&client).await;
@@ -71,10 +49,10 @@ async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
     let op = common::Operator::start(&ns, &[]);
     op.wait_ready().await;
 
-    create(&sessions, "s1").await;
-    create(&sessions, "s2").await;
-    running(&pods, "wa-s1").await;
-    running(&pods, "wa-s2").await;
+    common::create_session(&sessions, "s1", json!({})).await;
+    common::create_session(&sessions, "s2", json!({})).await;
+    common::running_pod(&pods, "wa-s1").await;
+    common::running_pod(&pods, "wa-s2").await;
     common::report(&pods, "wa-s1", "Connected", "", Some(false)).await;
     let before = common::wait_for("s1 connected in the API", T, || async {
         let (_, body) = get(&op, "/sessions/all").await;
@@ -120,7 +98,7 @@ async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
         (p.uid() != lost).then_some(())
     })
     .await;
-    create(&sessions, "s3").await;
+    common::create_session(&sessions, "s3", json!({})).await;
     common::wait_for("s3 has its Pod", T, || async { pods.get("wa-s3").await.ok() }).await;
     common::wait_for("s2 restart counted, s3 has an id", T, || async {
         let s2 = sessions.get("s2").await.ok()?.status?;
@@ -154,7 +132,7 @@ async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
         restored.then_some(())
     })
     .await;
-    let writes = status_writes(&op).await;
+    let writes = op.sample("whatsapp_operator_status_writes_total").await;
     let version = sessions.get("s1").await.unwrap().resource_version();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -162,7 +140,15 @@ async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
         version,
         "no write loop"
     );
-    assert_eq!(status_writes(&op).await, writes, "no write loop");
+    assert_eq!(
+        op.sample("whatsapp_operator_status_writes_total").await,
+        writes,
+        "no write loop"
+    );
     drop(op);
     common::delete_namespace(&client, &ns).await;
+    // Leave a recovered plane to the tests after this one: the controller-manager takes a
+    // while to resume after the outage (a new namespace gets its ServiceAccount again).
+    let probe = common::namespace(&client, "faults-after").await;
+    common::delete_namespace(&client, &probe).await;
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::{Value, json};
 use whatsapp_operator::crd::WhatsAppSession;
 
@@ -41,27 +41,6 @@ async fn all_count(op: &common::Operator) -> Option<u64> {
     resp.json::<Value>().await.ok()?["count"].as_u64()
 }
 
-async fn status_writes(op: &common::Operator) -> f64 {
-    let text = reqwest::get(op.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("whatsapp_operator_status_writes_total "))
-        .map_or(0.0, |v| v.parse().unwrap())
-}
-
-async fn create(api: &Api<WhatsAppSession>, name: &str) {
-    let s: WhatsAppSession = serde_json::from_value(json!({
-        "apiVersion": "whatsapp-operator.dev/v1alpha1", "kind": "WhatsAppSession",
-        "metadata": { "name": name }, "spec": {},
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &s).await.unwrap();
-}
-
 async fn converged(sessions: &Api<WhatsAppSession>, pods: &Api<Pod>, name: &str) -> i64 {
     common::wait_for(&format!("{name} converged"), Duration::from_secs(30), || async {
         let s = sessions.get(name).await.ok()?;
@@ -90,8 +69,8 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     let b = common::Operator::start(&ns, &[&["--instance", "op-b"][..], &LEASE].concat());
     b.wait_ready().await;
 
-    create(&sessions, "s1").await;
-    create(&sessions, "s2").await;
+    common::create_session(&sessions, "s1", json!({})).await;
+    common::create_session(&sessions, "s2", json!({})).await;
     let id1 = converged(&sessions, &pods, "s1").await;
     let id2 = converged(&sessions, &pods, "s2").await;
     for op in [&a, &b] {
@@ -102,8 +81,12 @@ async fn the_standby_takes_over_when_the_leader_dies() {
         )
         .await;
     }
-    assert!(status_writes(&a).await > 0.0);
-    assert_eq!(status_writes(&b).await, 0.0, "the standby never writes");
+    assert!(a.sample("whatsapp_operator_status_writes_total").await > 0.0);
+    assert_eq!(
+        b.sample("whatsapp_operator_status_writes_total").await,
+        0.0,
+        "the standby never writes"
+    );
     assert_eq!(holder(&leases).await.as_deref(), Some("op-a"));
 
     drop(a); // SIGKILL: no lease release, the standby must wait the lease out.
@@ -119,7 +102,7 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     );
 
     // The new leader converges new and changed sessions.
-    create(&sessions, "s3").await;
+    common::create_session(&sessions, "s3", json!({})).await;
     let id3 = converged(&sessions, &pods, "s3").await;
     assert!(id3 != id1 && id3 != id2, "ids stay unique across leaders");
     let old = pods.get("wa-s1").await.unwrap().uid();

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 use whatsapp_operator::crd::WhatsAppSession;
 
@@ -84,13 +84,9 @@ fn exprs(v: &Value, out: &mut Vec<String>) {
 
 /// The names a live operator exposes, from a real scrape.
 async fn exposed_names(op: &common::Operator) -> BTreeSet<String> {
-    let text = reqwest::get(op.url("/metrics"))
+    op.scrape()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .flat_map(|l| {
             let mut parts = l.split(' ');
@@ -209,19 +205,10 @@ async fn prometheus_sees_the_fleet_as_it_changes_and_the_dashboard_queries_exist
     let prom = Prometheus::start(&format!("127.0.0.1:{}", op.port));
 
     for name in ["one", "two", "three"] {
-        let s: WhatsAppSession = serde_json::from_value(json!({
-            "apiVersion": "whatsapp-operator.dev/v1alpha1", "kind": "WhatsAppSession",
-            "metadata": { "name": name }, "spec": {},
-        }))
-        .unwrap();
-        sessions.create(&PostParams::default(), &s).await.unwrap();
+        common::create_session(&sessions, name, json!({})).await;
     }
     for name in ["one", "two", "three"] {
-        common::wait_for("Pod Running", Duration::from_secs(30), || async {
-            let p = pods.get(&format!("wa-{name}")).await.ok()?;
-            (p.status?.phase.as_deref() == Some("Running")).then_some(())
-        })
-        .await;
+        common::running_pod(&pods, &format!("wa-{name}")).await;
     }
     common::report(&pods, "wa-one", "Connected", "", Some(false)).await;
     common::report(&pods, "wa-two", "Authenticated", "", Some(true)).await;

@@ -18,13 +18,9 @@ fn schema() -> &'static str {
 
 /// Requests by code for the session routes, read from the operator's own metrics.
 async fn session_codes(op: &common::Operator) -> Vec<(String, String, f64)> {
-    let text = reqwest::get(op.url("/metrics"))
+    op.scrape()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| {
             l.starts_with("whatsapp_operator_http_requests_total{") && l.contains("route=\"/sessions")
         })
@@ -49,12 +45,7 @@ async fn the_live_api_conforms_to_its_openapi_document() {
         ("a", json!({ "sessionId": "whatsapp_connection" })),
         ("b", json!({ "suspend": true })),
     ] {
-        let s: WhatsAppSession = serde_json::from_value(json!({
-            "apiVersion": "whatsapp-operator.dev/v1alpha1", "kind": "WhatsAppSession",
-            "metadata": { "name": name }, "spec": spec,
-        }))
-        .unwrap();
-        sessions.create(&Default::default(), &s).await.unwrap();
+        common::create_session(&sessions, name, spec).await;
     }
     let op = common::Operator::start(&ns, &[]);
     op.wait_ready().await;

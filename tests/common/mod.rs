@@ -117,7 +117,7 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         .expect("namespace");
     // The namespace's default ServiceAccount must exist before Pods can be created in it.
     let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
-    wait_for("default ServiceAccount", Duration::from_secs(30), || async {
+    wait_for("default ServiceAccount", Duration::from_secs(120), || async {
         sas.get_opt("default").await.ok().flatten()
     })
     .await;
@@ -268,4 +268,53 @@ pub async fn finish_pod(pods: &Api<Pod>, pod: &str, phase: &str, reason: &str) {
     )
     .await
     .expect("pod phase patch");
+}
+
+/// Creates a WhatsAppSession named `name` with `spec`.
+pub async fn create_session(api: &Api<WhatsAppSession>, name: &str, spec: serde_json::Value) {
+    let s: WhatsAppSession = serde_json::from_value(json!({
+        "apiVersion": "whatsapp-operator.dev/v1alpha1",
+        "kind": "WhatsAppSession",
+        "metadata": { "name": name },
+        "spec": spec,
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &s)
+        .await
+        .expect("session created");
+}
+
+/// Waits until the Pod `name` runs and is not being deleted.
+pub async fn running_pod(pods: &Api<Pod>, name: &str) -> Pod {
+    wait_for(
+        &format!("Pod {name} Running"),
+        Duration::from_secs(60),
+        || async {
+            let p = pods.get(name).await.ok()?;
+            let running = p.status.as_ref()?.phase.as_deref() == Some("Running");
+            (running && p.metadata.deletion_timestamp.is_none()).then_some(p)
+        },
+    )
+    .await
+}
+
+impl Operator {
+    /// One scrape of its /metrics.
+    pub async fn scrape(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of the unlabelled sample `name` in a scrape (0 when absent).
+    pub async fn sample(&self, name: &str) -> f64 {
+        self.scrape()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
 }
