@@ -126,6 +126,12 @@ fn wrk(url: &str, key: &str, seconds: u32) -> (f64, f64, f64) {
 
 #[tokio::main]
 async fn main() {
+    // `cargo test --benches` runs this without `--bench`: it needs a prepared plane, so it
+    // only runs from bench/run.sh (`cargo bench`).
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("fleet: a benchmark, not a test; run bench/run.sh");
+        return;
+    }
     let n: usize = env_or("BENCH_SESSIONS", 10_000);
     let changes: usize = env_or("BENCH_CHANGES", 500);
     let steady_timeout = Duration::from_secs(env_or("BENCH_STEADY_TIMEOUT", 1800));

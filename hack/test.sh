@@ -16,6 +16,6 @@ export SCHEMATHESIS
 SCHEMATHESIS=$(hack/tools.sh schemathesis)
 [ "$started_here" = 1 ] || echo "using the running local plane (left running)" >&2
 
-cargo test --all-targets "$@"
+cargo test "$@"
 # Last and alone: it stops the shared apiserver for 30 s.
 cargo test --test faults "$@" -- --ignored
