@@ -156,7 +156,11 @@ async fn apply(cached: &WhatsAppSession, ctx: &Context) -> Result<Action> {
                 restarts += 1;
                 ctx.memory.record_restart(&uid, now, restarts);
             }
-            info!(session = %session.name_any(), %ns, restart, created, restarts, "created Pod");
+            if created {
+                info!(session = %session.name_any(), %ns, restart, restarts, "created Pod");
+            } else {
+                debug!(session = %session.name_any(), %ns, "Pod already exists; the cache was behind");
+            }
         }
         PodAction::Delete { uid: pod_uid, reason } => {
             delete_pod(&pod_name(session), pod_uid, &ns, ctx).await?;
