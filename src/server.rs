@@ -37,10 +37,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
         .with_state(state.clone());
-    let api = crate::api::router(ApiState {
-        stores: state.stores.clone(),
-        keys: state.keys.clone(),
-    });
+    let api = crate::api::router(ApiState::new(state.stores.clone(), state.keys.clone()));
     open.merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(move |method: Method, headers: HeaderMap, uri: Uri| {

@@ -2,6 +2,7 @@
 //! watch each and shared by the controller, the HTTP API and the metrics.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
@@ -26,6 +27,8 @@ pub struct Stores {
     /// waiters, and the controller already waits on the sessions store.
     synced: tokio::sync::watch::Receiver<u8>,
     pub health: WatchHealth,
+    /// Bumped after every event the stores apply; `None` for stores filled by the caller.
+    changes: Option<Arc<AtomicU64>>,
 }
 
 impl Stores {
@@ -37,7 +40,14 @@ impl Stores {
             pods,
             synced,
             health: WatchHealth::default(),
+            changes: None,
         }
+    }
+
+    /// A number that changes whenever the stores do, for caches of what is derived from
+    /// them; `None` when the stores are not fed by watches (nothing can tell their changes).
+    pub fn version(&self) -> Option<u64> {
+        self.changes.as_ref().map(|c| c.load(Ordering::Acquire))
     }
 
     pub fn is_ready(&self) -> bool {
@@ -92,6 +102,7 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
     let session_events = session_writer.subscribe().expect("shared store");
     let (synced_tx, synced) = tokio::sync::watch::channel(0u8);
     let health = WatchHealth::default();
+    let changes = Arc::new(AtomicU64::new(0));
     let pod_events = pod_writer.subscribe().expect("shared store");
 
     let session_feed = watcher(
@@ -102,7 +113,7 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
     .modify(slim_session)
     .reflect_shared(session_writer)
     .inspect(count_first_sync(synced_tx.clone()))
-    .map(track_watch(health.clone()));
+    .map(track_watch(health.clone(), changes.clone()));
     let (deleted_tx, deleted_rx) = futures::channel::mpsc::unbounded();
     let pod_feed = watcher(
         apis::<Pod>(client, namespace),
@@ -119,7 +130,7 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
             let _ = deleted_tx.unbounded_send(owner);
         }
     })
-    .map(track_watch(health.clone()));
+    .map(track_watch(health.clone(), changes.clone()));
 
     (
         Stores {
@@ -127,6 +138,7 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
             pods,
             synced,
             health,
+            changes: Some(changes),
         },
         Feeds {
             sessions: session_feed.boxed(),
@@ -181,9 +193,12 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
 }
 
 /// Records each watch outcome in `health` and logs failures.
-fn track_watch<T>(health: WatchHealth) -> impl FnMut(Result<T, watcher::Error>) {
+fn track_watch<T>(health: WatchHealth, changes: Arc<AtomicU64>) -> impl FnMut(Result<T, watcher::Error>) {
     move |event| match event {
-        Ok(_) => health.ok(),
+        Ok(_) => {
+            changes.fetch_add(1, Ordering::Release);
+            health.ok()
+        }
         Err(e) => {
             health.failed();
             tracing::warn!(error = %e, "watch failed; serving the last known state, retrying with backoff");

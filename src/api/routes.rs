@@ -2,6 +2,7 @@
 //! `{"success": bool, "message": string, ...}`; nothing a client sends can produce a 500.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -19,6 +20,37 @@ use crate::state::Stores;
 pub struct ApiState {
     pub stores: Stores,
     pub keys: ApiKeys,
+    /// The sorted views of the stores' version they were built from: between changes every
+    /// request reuses them instead of joining and formatting the whole fleet again.
+    views: Arc<Mutex<Option<VersionedViews>>>,
+}
+
+/// Views and the stores' version they were built from.
+type VersionedViews = (u64, Arc<Vec<SessionView>>);
+
+impl ApiState {
+    pub fn new(stores: Stores, keys: ApiKeys) -> Self {
+        Self {
+            stores,
+            keys,
+            views: Default::default(),
+        }
+    }
+
+    fn views(&self) -> Arc<Vec<SessionView>> {
+        // Read the version before building: a change during the build leaves the entry
+        // tagged older, so the next request rebuilds.
+        let Some(version) = self.stores.version() else {
+            return Arc::new(all_views(&self.stores));
+        };
+        let cached = self.views.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((_, views)) = cached.filter(|(v, _)| *v == version) {
+            return views;
+        }
+        let views = Arc::new(all_views(&self.stores));
+        *self.views.lock().unwrap_or_else(|e| e.into_inner()) = Some((version, views.clone()));
+        views
+    }
 }
 
 #[derive(Serialize)]
@@ -87,10 +119,12 @@ fn filtered(state: &ApiState, query: Option<&str>, keep: impl Fn(&SessionView) -
         .map(|q| url_pairs(q).into_iter().collect::<HashMap<String, String>>())
         .unwrap_or_default();
     let ns = params.get("namespace").filter(|n| !n.is_empty());
-    all_views(&state.stores)
-        .into_iter()
+    state
+        .views()
+        .iter()
         .filter(|v| ns.is_none_or(|n| &v.namespace == n))
-        .filter(keep)
+        .filter(|v| keep(v))
+        .cloned()
         .collect()
 }
 
