@@ -6,6 +6,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod fleet;
 pub mod ids;
 pub mod leader;
 pub mod memory;

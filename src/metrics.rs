@@ -8,10 +8,12 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::api::view::joined;
+use bytes::Bytes;
+
+use crate::api::view::SessionView;
 use crate::error::Error;
-use crate::state::Stores;
-use crate::states::{ConnectionStatus, PodFacts, StoredStatus, live_state};
+use crate::fleet::Snapshot;
+use crate::states::{ConnectionStatus, StoredStatus};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -135,47 +137,17 @@ impl Metrics {
             .inc();
     }
 
-    /// The scrape, in Prometheus text format: the operator's own metrics plus the fleet's,
-    /// computed from the stores now, so a deleted session's series are gone at the next
-    /// scrape and nothing goes stale. The fleet is written directly, without a registry:
-    /// at ten thousand sessions that is most of the scrape's cost.
-    pub fn render(&self, stores: &Stores) -> String {
-        let mut out = String::new();
+    /// The scrape, in Prometheus text format: the operator's own metrics, then the fleet's,
+    /// derived from the stores' current snapshot, so a deleted session's series are gone at
+    /// the next scrape and nothing goes stale. The fleet's part is rendered once per snapshot
+    /// and shared by every scrape until the stores change.
+    pub fn render(&self, fleet: &Snapshot) -> [Bytes; 2] {
+        let mut own = String::new();
         TextEncoder::new()
-            .encode_utf8(&self.registry.gather(), &mut out)
+            .encode_utf8(&self.registry.gather(), &mut own)
             .expect("the registry's own metrics always encode");
-        render_fleet(&mut out, stores, self.per_session);
-        out
+        [Bytes::from(own), fleet.metrics_text(self.per_session)]
     }
-}
-
-/// One session's facts for the fleet families.
-struct Row {
-    namespace: String,
-    session_id: String,
-    id: i64,
-    stored: StoredStatus,
-    connection: ConnectionStatus,
-    start_seconds: Option<f64>,
-    restarts: i32,
-}
-
-fn fleet_rows(stores: &Stores) -> Vec<Row> {
-    joined(stores)
-        .filter_map(|(s, pod)| {
-            let status = s.status.as_ref()?;
-            let live = live_state(pod.as_deref().map(PodFacts::from_pod).as_ref());
-            Some(Row {
-                namespace: s.metadata.namespace.clone().unwrap_or_default(),
-                session_id: s.session_id(),
-                id: status.id?,
-                stored: status.status.unwrap_or(StoredStatus::Connecting),
-                connection: live.connection_status,
-                start_seconds: live.start_time.map(|t| t.as_millisecond() as f64 / 1000.0),
-                restarts: status.restarts.unwrap_or(0),
-            })
-        })
-        .collect()
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -193,18 +165,22 @@ fn escaped(v: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
-fn render_fleet(out: &mut String, stores: &Stores, per_session: bool) {
-    let rows = fleet_rows(stores);
+/// The fleet's families: totals per state (every state, zeros included, so alerts and
+/// dashboards never see gaps) and, if `per_session`, each session's series.
+pub fn render_fleet<'a>(
+    out: &mut String,
+    views: impl Iterator<Item = &'a SessionView> + Clone,
+    per_session: bool,
+) {
     let mut by_connection = [0u64; 5];
     let mut by_stored = [0u64; 5];
-    for r in &rows {
+    for v in views.clone() {
         by_connection[ConnectionStatus::ALL
             .iter()
-            .position(|c| *c == r.connection)
+            .position(|c| *c == v.connection_status)
             .unwrap_or(0)] += 1;
-        by_stored[StoredStatus::ALL.iter().position(|s| *s == r.stored).unwrap_or(0)] += 1;
+        by_stored[StoredStatus::ALL.iter().position(|s| *s == v.status).unwrap_or(0)] += 1;
     }
-    // Every value is written, zeros included, so alerts and dashboards never see gaps.
     header(
         out,
         "whatsapp_sessions",
@@ -223,42 +199,48 @@ fn render_fleet(out: &mut String, stores: &Stores, per_session: bool) {
     for (s, n) in StoredStatus::ALL.iter().zip(by_stored) {
         let _ = writeln!(out, "whatsapp_sessions_stored{{status=\"{s}\"}} {n}");
     }
-    if !per_session || rows.is_empty() {
+    if !per_session || views.clone().next().is_none() {
         return;
     }
-    let labels = |r: &Row| {
-        format!(
-            "namespace=\"{}\",session_id=\"{}\"",
-            escaped(&r.namespace),
-            escaped(&r.session_id)
-        )
-    };
-    let labelled: Vec<String> = rows.iter().map(labels).collect();
+    let labelled: Vec<(&SessionView, String)> = views
+        .map(|v| {
+            let labels = format!(
+                "namespace=\"{}\",session_id=\"{}\"",
+                escaped(&v.namespace),
+                escaped(&v.session_id)
+            );
+            (v, labels)
+        })
+        .collect();
     header(
         out,
         "whatsapp_session_connection_status",
         "gauge",
         "Connection status of each session: 1 for the current status, 0 for the others",
     );
-    for (r, l) in rows.iter().zip(&labelled) {
+    for (v, l) in &labelled {
         for c in ConnectionStatus::ALL {
-            let v = u8::from(c == r.connection);
+            let on = u8::from(c == v.connection_status);
             let _ = writeln!(
                 out,
-                "whatsapp_session_connection_status{{{l},connection_status=\"{c}\"}} {v}"
+                "whatsapp_session_connection_status{{{l},connection_status=\"{c}\"}} {on}"
             );
         }
     }
-    if rows.iter().any(|r| r.start_seconds.is_some()) {
+    if labelled.iter().any(|(v, _)| v.start_time.is_some()) {
         header(
             out,
             "whatsapp_session_start_time_seconds",
             "gauge",
             "Start time of each active session's Pod, in seconds since the epoch",
         );
-        for (r, l) in rows.iter().zip(&labelled) {
-            if let Some(t) = r.start_seconds {
-                let _ = writeln!(out, "whatsapp_session_start_time_seconds{{{l}}} {t}");
+        for (v, l) in &labelled {
+            if let Some(ms) = v.start_time {
+                let _ = writeln!(
+                    out,
+                    "whatsapp_session_start_time_seconds{{{l}}} {}",
+                    ms as f64 / 1000.0
+                );
             }
         }
     }
@@ -268,8 +250,8 @@ fn render_fleet(out: &mut String, stores: &Stores, per_session: bool) {
         "counter",
         "Times the operator recreated each session's Pod after it died",
     );
-    for (r, l) in rows.iter().zip(&labelled) {
-        let _ = writeln!(out, "whatsapp_session_restarts_total{{{l}}} {}", r.restarts);
+    for (v, l) in &labelled {
+        let _ = writeln!(out, "whatsapp_session_restarts_total{{{l}}} {}", v.restarts);
     }
     header(
         out,
@@ -277,11 +259,11 @@ fn render_fleet(out: &mut String, stores: &Stores, per_session: bool) {
         "gauge",
         "Information about each session (always 1)",
     );
-    for (r, l) in rows.iter().zip(&labelled) {
+    for (v, l) in &labelled {
         let _ = writeln!(
             out,
             "whatsapp_session_info{{{l},id=\"{}\",status=\"{}\"}} 1",
-            r.id, r.stored
+            v.id, v.status
         );
     }
 }
@@ -290,6 +272,8 @@ fn render_fleet(out: &mut String, stores: &Stores, per_session: bool) {
 mod tests {
     use super::*;
     use crate::crd::{WhatsAppSession, WhatsAppSessionStatus};
+    use crate::fleet::Fleet;
+    use crate::state::Stores;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::runtime::reflector::store;
     use kube::runtime::watcher::Event;
@@ -297,7 +281,8 @@ mod tests {
     fn scrape_with(stores: &Stores, per_session: bool) -> String {
         let mut metrics = Metrics::new();
         metrics.per_session = per_session;
-        metrics.render(stores)
+        let [own, fleet] = metrics.render(&Fleet::new(stores.clone()).snapshot());
+        String::from_utf8([own, fleet].concat()).unwrap()
     }
 
     fn scrape(stores: &Stores) -> String {

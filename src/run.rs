@@ -49,11 +49,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics);
     // The stores exist from the start; their watches retry until the CRD is installed.
     let (stores, feeds) = state::build(client.clone(), args.namespace.as_deref());
-    let app = server::router(server::AppState {
-        metrics: metrics.clone(),
-        stores: stores.clone(),
-        keys,
-    });
+    let app = server::router(server::AppState::new(metrics.clone(), stores.clone(), keys));
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
 

@@ -12,8 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use axum::body::Body;
+
 use crate::api::auth::ApiKeys;
 use crate::api::routes::{ApiState, authorize, failure};
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::state::Stores;
 
@@ -23,8 +26,18 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 #[derive(Clone)]
 pub struct AppState {
     pub metrics: Arc<Metrics>,
-    pub stores: Stores,
+    pub fleet: Fleet,
     pub keys: ApiKeys,
+}
+
+impl AppState {
+    pub fn new(metrics: Arc<Metrics>, stores: Stores, keys: ApiKeys) -> Self {
+        Self {
+            metrics,
+            fleet: Fleet::new(stores),
+            keys,
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -37,7 +50,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
         .with_state(state.clone());
-    let api = crate::api::router(ApiState::new(state.stores.clone(), state.keys.clone()));
+    let api = crate::api::router(ApiState::new(state.fleet.clone(), state.keys.clone()));
     open.merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(move |method: Method, headers: HeaderMap, uri: Uri| {
@@ -54,14 +67,14 @@ pub fn router(state: AppState) -> Router {
 /// Ready once the stores hold a full listing: from then on every read is answered from them,
 /// also while the apiserver is unreachable, and the body says how fresh they are.
 async fn readyz(State(state): State<AppState>) -> Response {
-    if !state.stores.is_ready() {
+    if !state.fleet.stores().is_ready() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: stores not synced yet\n",
         )
             .into_response();
     }
-    match state.stores.health.failing_for() {
+    match state.fleet.stores().health.failing_for() {
         None => (StatusCode::OK, "ok\n").into_response(),
         Some(d) => (
             StatusCode::OK,
@@ -75,7 +88,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(&state.stores);
+    // Two chunks, the operator's own metrics and the fleet's shared rendering: no copy of
+    // the fleet's megabytes per scrape.
+    let chunks = state.metrics.render(&state.fleet.snapshot());
+    let body = Body::from_stream(futures::stream::iter(
+        chunks.map(Ok::<_, std::convert::Infallible>),
+    ));
     ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
 }
 

@@ -2,71 +2,31 @@
 //! `{"success": bool, "message": string, ...}`; nothing a client sends can produce a 500.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use bytes::Bytes;
 use serde::Serialize;
 
 use super::auth::{self, ApiKeys};
-use super::view::{SessionView, all_views};
-use crate::state::Stores;
+use crate::fleet::{Fleet, List};
 
 #[derive(Clone)]
 pub struct ApiState {
-    pub stores: Stores,
+    pub fleet: Fleet,
     pub keys: ApiKeys,
-    /// The sorted views of the stores' version they were built from: between changes every
-    /// request reuses them instead of joining and formatting the whole fleet again.
-    views: Arc<Mutex<Option<VersionedViews>>>,
 }
-
-/// Views and the stores' version they were built from.
-type VersionedViews = (u64, Arc<Vec<SessionView>>);
 
 impl ApiState {
-    pub fn new(stores: Stores, keys: ApiKeys) -> Self {
-        Self {
-            stores,
-            keys,
-            views: Default::default(),
-        }
+    pub fn new(fleet: Fleet, keys: ApiKeys) -> Self {
+        Self { fleet, keys }
     }
-
-    fn views(&self) -> Arc<Vec<SessionView>> {
-        // Read the version before building: a change during the build leaves the entry
-        // tagged older, so the next request rebuilds.
-        let Some(version) = self.stores.version() else {
-            return Arc::new(all_views(&self.stores));
-        };
-        let cached = self.views.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some((_, views)) = cached.filter(|(v, _)| *v == version) {
-            return views;
-        }
-        let views = Arc::new(all_views(&self.stores));
-        *self.views.lock().unwrap_or_else(|e| e.into_inner()) = Some((version, views.clone()));
-        views
-    }
-}
-
-#[derive(Serialize)]
-struct ListEnvelope {
-    success: bool,
-    message: &'static str,
-    data: Vec<SessionView>,
-    count: usize,
-}
-
-/// The seed's envelope for one session; fields in the seed's order.
-#[derive(Serialize)]
-struct OneEnvelope {
-    success: bool,
-    message: &'static str,
-    data: SessionView,
 }
 
 #[derive(Serialize)]
@@ -112,20 +72,11 @@ pub fn authorize(keys: &ApiKeys, headers: &HeaderMap) -> Result<(), Box<Response
     })
 }
 
-/// `?namespace=` narrows any list to one namespace; other parameters are ignored, as the
+/// `?namespace=` narrows any answer to one namespace; other parameters are ignored, as the
 /// original gateway did.
-fn filtered(state: &ApiState, query: Option<&str>, keep: impl Fn(&SessionView) -> bool) -> Vec<SessionView> {
-    let params: HashMap<String, String> = query
-        .map(|q| url_pairs(q).into_iter().collect::<HashMap<String, String>>())
-        .unwrap_or_default();
-    let ns = params.get("namespace").filter(|n| !n.is_empty());
-    state
-        .views()
-        .iter()
-        .filter(|v| ns.is_none_or(|n| &v.namespace == n))
-        .filter(|v| keep(v))
-        .cloned()
-        .collect()
+fn namespace_param(query: Option<&str>) -> Option<String> {
+    let params: HashMap<String, String> = url_pairs(query?).into_iter().collect();
+    params.get("namespace").filter(|n| !n.is_empty()).cloned()
 }
 
 /// Lenient `a=b&c=d` parsing: a malformed pair is skipped, never an error.
@@ -163,30 +114,27 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn list(message: &'static str, data: Vec<SessionView>) -> Response {
-    let count = data.len();
-    Json(ListEnvelope {
-        success: true,
-        message,
-        data,
-        count,
-    })
-    .into_response()
+/// A ready JSON body (the envelopes are assembled from pre-serialized rows).
+fn json(status: StatusCode, body: impl Into<Body>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body.into()).into_response()
+}
+
+fn list(state: &ApiState, list: List, query: Option<&str>) -> Response {
+    let namespace = namespace_param(query);
+    let body = state.fleet.snapshot().list_body(list, namespace.as_deref());
+    json(StatusCode::OK, body)
 }
 
 async fn active(State(state): State<ApiState>, RawQuery(query): RawQuery) -> Response {
-    let data = filtered(&state, query.as_deref(), |v| v.is_active);
-    list("Active sessions retrieved successfully", data)
+    list(&state, List::Active, query.as_deref())
 }
 
 async fn connected(State(state): State<ApiState>, RawQuery(query): RawQuery) -> Response {
-    let data = filtered(&state, query.as_deref(), |v| v.status.is_connected());
-    list("Connected sessions retrieved successfully", data)
+    list(&state, List::Connected, query.as_deref())
 }
 
 async fn all(State(state): State<ApiState>, RawQuery(query): RawQuery) -> Response {
-    let data = filtered(&state, query.as_deref(), |_| true);
-    list("All sessions retrieved successfully", data)
+    list(&state, List::All, query.as_deref())
 }
 
 async fn one(
@@ -197,19 +145,31 @@ async fn one(
     let Ok(Path(session_id)) = path else {
         return failure(StatusCode::BAD_REQUEST, "Malformed session id in path");
     };
-    let mut found = filtered(&state, query.as_deref(), |v| v.session_id == session_id);
-    match found.len() {
-        0 => failure(StatusCode::NOT_FOUND, format!("Session not found: {session_id}")),
-        1 => Json(OneEnvelope {
-            success: true,
-            message: "Session retrieved successfully",
-            data: found.remove(0),
-        })
-        .into_response(),
+    let namespace = namespace_param(query.as_deref());
+    let snapshot = state.fleet.snapshot();
+    let found: Vec<_> = snapshot
+        .rows()
+        .iter()
+        .filter(|r| r.view.session_id == session_id)
+        .filter(|r| namespace.as_ref().is_none_or(|n| &r.view.namespace == n))
+        .collect();
+    match found.as_slice() {
+        [] => failure(StatusCode::NOT_FOUND, format!("Session not found: {session_id}")),
+        // The seed's envelope for one session, fields in the seed's order.
+        [row] => json(
+            StatusCode::OK,
+            Bytes::from(format!(
+                r#"{{"success":true,"message":"Session retrieved successfully","data":{}}}"#,
+                row.json
+            )),
+        ),
         // The same sessionId in several namespaces: the caller must say which one.
-        n => failure(
+        rows => failure(
             StatusCode::CONFLICT,
-            format!("{n} sessions have the sessionId {session_id} in different namespaces: add ?namespace="),
+            format!(
+                "{} sessions have the sessionId {session_id} in different namespaces: add ?namespace=",
+                rows.len()
+            ),
         ),
     }
 }

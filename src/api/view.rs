@@ -1,17 +1,12 @@
 //! The JSON a client sees for one session, exactly as the seed document shows it, built from
-//! the reflector stores (never from an apiserver request).
-
-use std::sync::Arc;
+//! the reflector stores (never from an apiserver request); `fleet` keeps them.
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
 use serde::Serialize;
 
 use crate::crd::WhatsAppSession;
-use crate::resources::pod_name;
-use crate::state::Stores;
 use crate::states::{ConnectionStatus, PodFacts, StoredStatus, live_state};
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -60,29 +55,6 @@ pub fn session_view(session: &WhatsAppSession, pod: Option<&Pod>) -> Option<Sess
         namespace: session.namespace().unwrap_or_default(),
         restarts: status.restarts.unwrap_or(0),
     })
-}
-
-/// Each session with its own Pod, if it has one, from the stores.
-pub fn joined(stores: &Stores) -> impl Iterator<Item = (Arc<WhatsAppSession>, Option<Arc<Pod>>)> + '_ {
-    stores.sessions.state().into_iter().map(|s| {
-        let pod_ref = ObjectRef::new(&pod_name(&s)).within(&s.namespace().unwrap_or_default());
-        // A Pod left by an earlier session of the same name is not this session's.
-        let pod = stores.pods.get(&pod_ref).filter(|p| {
-            p.owner_references()
-                .iter()
-                .any(|o| Some(&o.uid) == s.metadata.uid.as_ref())
-        });
-        (s, pod)
-    })
-}
-
-/// Every session with an id, sorted by id, each joined with its Pod from the Pod store.
-pub fn all_views(stores: &Stores) -> Vec<SessionView> {
-    let mut views: Vec<SessionView> = joined(stores)
-        .filter_map(|(s, pod)| session_view(&s, pod.as_deref()))
-        .collect();
-    views.sort_by_key(|v| (v.id, v.namespace.clone(), v.session_id.clone()));
-    views
 }
 
 #[cfg(test)]
