@@ -2,12 +2,14 @@
 //! id. The session API and `/metrics` both read it, so they never disagree.
 //!
 //! It is derived from the stores lazily, when a reader asks after a change, by one reader at a
-//! time, and row by row only where an object changed (rows are keyed by the resourceVersions
-//! they were derived from, as kube-state-metrics keeps rendered series per object). What is
-//! served between changes (list bodies, the fleet's metric families) is rendered once per
-//! snapshot, so a request costs a lookup and a reference count, not a pass over the fleet.
+//! time, and only for the sessions that changed (the feeds say which, see `changes`), so its
+//! cost follows the changes, not the fleet's size, much as kube-state-metrics keeps rendered
+//! series per object. Rows also remember the resourceVersions they came from, so a relist
+//! re-derives only what differs. What is served between changes (list bodies, the fleet's
+//! metric families) is rendered once per snapshot: a request then costs a lookup and a
+//! reference count, not a pass over the fleet.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -16,6 +18,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::view::{SessionView, session_view};
+use crate::changes::ChangeFeed;
 use crate::crd::WhatsAppSession;
 use crate::resources::pod_name;
 use crate::state::Stores;
@@ -25,6 +28,10 @@ pub struct Row {
     pub view: SessionView,
     /// The view's JSON, as it appears in list bodies.
     pub json: Box<str>,
+    /// The labels that name the session's metric series.
+    pub labels: Box<str>,
+    /// The session object the row is for.
+    key: ObjectRef<WhatsAppSession>,
     /// The resourceVersions of the session and its Pod the row was derived from.
     source: Source,
 }
@@ -68,8 +75,7 @@ impl List {
 
 /// The fleet at one version of the stores.
 pub struct Snapshot {
-    /// `None` when the stores cannot tell their changes (filled by hand): never reused.
-    version: Option<u64>,
+    version: u64,
     rows: Vec<Arc<Row>>,
     /// Unfiltered list bodies, rendered on first use.
     bodies: [OnceLock<Bytes>; List::COUNT],
@@ -78,7 +84,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn new(version: Option<u64>, rows: Vec<Arc<Row>>) -> Self {
+    fn new(version: u64, rows: Vec<Arc<Row>>) -> Self {
         Self {
             version,
             rows,
@@ -111,7 +117,8 @@ impl Snapshot {
         self.metrics[usize::from(per_session)]
             .get_or_init(|| {
                 let mut out = String::with_capacity(if per_session { self.rows.len() * 900 } else { 1024 });
-                crate::metrics::render_fleet(&mut out, self.rows.iter().map(|r| &r.view), per_session);
+                let rows = self.rows.iter().map(|r| (&r.view, &*r.labels));
+                crate::metrics::render_fleet(&mut out, rows, per_session);
                 Bytes::from(out)
             })
             .clone()
@@ -143,19 +150,52 @@ fn list_body<'a>(list: List, rows: impl Iterator<Item = &'a Row>) -> Bytes {
 #[derive(Clone)]
 pub struct Fleet {
     stores: Stores,
+    changes: Arc<ChangeFeed>,
     cache: Arc<Mutex<Cache>>,
 }
 
 #[derive(Default)]
 struct Cache {
     snapshot: Option<Arc<Snapshot>>,
-    /// Rows by session uid, for reuse by the next derivation.
-    rows: HashMap<String, Arc<Row>>,
+    by_session: HashMap<ObjectRef<WhatsAppSession>, Arc<Row>>,
+    sorted: BTreeSet<ById>,
+}
+
+/// A row in the fleet's order: id, then namespace, sessionId and object name, so two rows
+/// never compare equal (a hand-edited status could repeat an id).
+struct ById(Arc<Row>);
+
+impl ById {
+    fn key(&self) -> (i64, &str, &str, &str) {
+        let v = &self.0.view;
+        (v.id, &v.namespace, &v.session_id, &self.0.key.name)
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for ById {}
+
+impl PartialOrd for ById {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ById {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 impl Fleet {
     pub fn new(stores: Stores) -> Self {
         Self {
+            changes: Arc::new(stores.subscribe_changes()),
             stores,
             cache: Default::default(),
         }
@@ -167,58 +207,69 @@ impl Fleet {
 
     /// The fleet as the stores hold it now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        // Read the version before deriving: a change during the derivation leaves the
-        // snapshot tagged older, so the next reader derives again.
+        // Read the version before taking the changes: a change recorded after this read
+        // leaves the snapshot tagged older, so the next reader looks again.
         let version = self.stores.version();
         // One derivation at a time: concurrent readers after a change wait for it rather
-        // than each deriving the same snapshot. Deriving never panics with the lock held
-        // in a way that leaves it inconsistent, so a poisoned lock is still usable.
+        // than each deriving the same snapshot. A panic while deriving leaves at worst rows
+        // to be derived again, so a poisoned lock is still usable.
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = cache
-            .snapshot
-            .as_ref()
-            .filter(|s| version.is_some() && s.version == version)
-        {
+        if let Some(s) = cache.snapshot.as_ref().filter(|s| s.version == version) {
             return s.clone();
         }
-        let snapshot = Arc::new(Snapshot::new(version, cache.derive(&self.stores)));
+        let changed = self.changes.take();
+        if changed.all {
+            cache.derive_all(&self.stores);
+        } else {
+            for session in &changed.sessions {
+                cache.derive_one(&self.stores, session);
+            }
+        }
+        let rows = cache.sorted.iter().map(|r| r.0.clone()).collect();
+        let snapshot = Arc::new(Snapshot::new(version, rows));
         cache.snapshot = Some(snapshot.clone());
         snapshot
     }
 }
 
 impl Cache {
-    /// The sorted rows of the stores' sessions, reusing the rows of unchanged objects.
-    fn derive(&mut self, stores: &Stores) -> Vec<Arc<Row>> {
-        let sessions = stores.sessions.state();
-        let mut kept = HashMap::with_capacity(sessions.len());
-        let mut rows = Vec::with_capacity(sessions.len());
-        for session in sessions {
-            let Some(uid) = session.metadata.uid.as_deref() else {
-                continue;
-            };
-            let pod = pod_of(stores, &session);
-            let source = source_of(&session, pod.as_deref());
-            let (uid, row) = match self.rows.remove_entry(uid) {
-                Some((uid, row)) if source.is_some() && Some(&row.source) == source.as_ref() => (uid, row),
-                _ => match derive_row(&session, pod.as_deref(), source) {
-                    Some(row) => (uid.to_string(), Arc::new(row)),
-                    None => continue,
-                },
-            };
-            rows.push(row.clone());
-            kept.insert(uid, row);
+    /// Every session again (first use, relists), still reusing the rows of unchanged objects.
+    fn derive_all(&mut self, stores: &Stores) {
+        let mut previous = std::mem::take(&mut self.by_session);
+        self.sorted.clear();
+        for session in stores.sessions.state() {
+            let key = ObjectRef::from_obj(&*session);
+            let old = previous.remove(&key);
+            self.put(key, row_for(stores, &session, old));
         }
-        // Rows of deleted sessions are dropped with the old map.
-        self.rows = kept;
-        rows.sort_unstable_by(|a, b| {
-            (a.view.id, &a.view.namespace, &a.view.session_id).cmp(&(
-                b.view.id,
-                &b.view.namespace,
-                &b.view.session_id,
-            ))
-        });
-        rows
+    }
+
+    /// One session whose object or Pod changed (or that is gone).
+    fn derive_one(&mut self, stores: &Stores, key: &ObjectRef<WhatsAppSession>) {
+        let old = self.by_session.remove(key);
+        if let Some(old) = &old {
+            self.sorted.remove(&ById(old.clone()));
+        }
+        let row = stores.sessions.get(key).and_then(|s| row_for(stores, &s, old));
+        self.put(key.clone(), row);
+    }
+
+    fn put(&mut self, key: ObjectRef<WhatsAppSession>, row: Option<Arc<Row>>) {
+        if let Some(row) = row {
+            self.sorted.insert(ById(row.clone()));
+            self.by_session.insert(key, row);
+        }
+    }
+}
+
+/// The session's row: `old` when the objects it was derived from are unchanged, else a new
+/// one; `None` while the session has no id.
+fn row_for(stores: &Stores, session: &WhatsAppSession, old: Option<Arc<Row>>) -> Option<Arc<Row>> {
+    let pod = pod_of(stores, session);
+    let source = source_of(session, pod.as_deref());
+    match old {
+        Some(old) if source.is_some() && source.as_ref() == Some(&old.source) => Some(old),
+        _ => derive_row(session, pod.as_deref(), source).map(Arc::new),
     }
 }
 
@@ -236,9 +287,12 @@ fn source_of(session: &WhatsAppSession, pod: Option<&Pod>) -> Option<Source> {
 fn derive_row(session: &WhatsAppSession, pod: Option<&Pod>, source: Option<Source>) -> Option<Row> {
     let view = session_view(session, pod)?;
     let json = serde_json::to_string(&view).ok()?.into_boxed_str();
+    let labels = crate::metrics::session_labels(&view.namespace, &view.session_id).into_boxed_str();
     Some(Row {
         view,
         json,
+        labels,
+        key: ObjectRef::from_obj(session),
         source: source.unwrap_or_default(),
     })
 }
@@ -371,8 +425,40 @@ mod tests {
         assert_eq!(connected["count"], 2);
     }
 
+    fn key(s: &WhatsAppSession) -> ObjectRef<WhatsAppSession> {
+        ObjectRef::from_obj(s)
+    }
+
     #[test]
-    fn unchanged_rows_are_reused_and_changed_or_deleted_ones_are_not() {
+    fn a_snapshot_and_its_bodies_are_shared_until_the_stores_change() {
+        let mut f = fixture();
+        let a = session("ns", "a", 1, StoredStatus::Connecting, "1");
+        f.sessions.apply_watcher_event(&Event::Apply(a.clone()));
+        let fleet = Fleet::new(f.stores.clone());
+        let first = fleet.snapshot();
+        let body = first.list_body(List::All, None);
+        let metrics = first.metrics_text(true);
+        let again = fleet.snapshot();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(again.list_body(List::All, None).as_ptr(), body.as_ptr());
+        assert_eq!(again.metrics_text(true).as_ptr(), metrics.as_ptr());
+
+        f.sessions
+            .apply_watcher_event(&Event::Apply(session("ns", "a", 1, StoredStatus::Connected, "2")));
+        f.stores.changed(&key(&a));
+        let changed = fleet.snapshot();
+        assert!(!Arc::ptr_eq(&first, &changed));
+        let json: serde_json::Value = serde_json::from_slice(&changed.list_body(List::All, None)).unwrap();
+        assert_eq!(json["data"][0]["status"], "connected");
+        assert!(
+            std::str::from_utf8(&changed.metrics_text(true))
+                .unwrap()
+                .contains("whatsapp_sessions_stored{status=\"connected\"} 1")
+        );
+    }
+
+    #[test]
+    fn only_the_rows_of_changed_sessions_are_derived_again() {
         let mut f = fixture();
         let a = session("ns", "a", 1, StoredStatus::Connecting, "1");
         let b = session("ns", "b", 2, StoredStatus::Connecting, "2");
@@ -380,15 +466,14 @@ mod tests {
         f.sessions.apply_watcher_event(&Event::Apply(b.clone()));
         let pod_b = running_pod(&b, "Connecting", "3");
         f.pods.apply_watcher_event(&Event::Apply(pod_b.clone()));
-        let mut cache = Cache::default();
-        let first = cache.derive(&f.stores);
-        let again = cache.derive(&f.stores);
-        assert!(first.iter().zip(&again).all(|(x, y)| Arc::ptr_eq(x, y)));
+        let fleet = Fleet::new(f.stores.clone());
+        let first = fleet.snapshot().rows().to_vec();
 
         // The session changed: its row is derived again, the other one is kept.
         f.sessions
             .apply_watcher_event(&Event::Apply(session("ns", "a", 1, StoredStatus::Connected, "4")));
-        let second = cache.derive(&f.stores);
+        f.stores.changed(&key(&a));
+        let second = fleet.snapshot().rows().to_vec();
         assert!(!Arc::ptr_eq(&first[0], &second[0]));
         assert_eq!(second[0].view.status, StoredStatus::Connected);
         assert!(Arc::ptr_eq(&first[1], &second[1]));
@@ -396,20 +481,28 @@ mod tests {
         // Only the Pod changed: the session's row follows it.
         f.pods
             .apply_watcher_event(&Event::Apply(running_pod(&b, "Authenticated", "5")));
-        let third = cache.derive(&f.stores);
-        assert!(!Arc::ptr_eq(&second[1], &third[1]));
+        f.stores.changed(&key(&b));
+        let third = fleet.snapshot().rows().to_vec();
+        assert!(Arc::ptr_eq(&second[0], &third[0]));
         assert_eq!(third[1].view.connection_status.as_str(), "AUTHENTICATED");
 
         // The Pod went away.
         f.pods.apply_watcher_event(&Event::Delete(pod_b));
-        let fourth = cache.derive(&f.stores);
-        assert!(!fourth[1].view.is_active);
+        f.stores.changed(&key(&b));
+        assert!(!fleet.snapshot().rows()[1].view.is_active);
 
-        // A deleted session's row is gone, also from the reuse map.
+        // A deleted session's row is gone.
         f.sessions.apply_watcher_event(&Event::Delete(a));
-        let fifth = cache.derive(&f.stores);
-        assert_eq!(fifth.len(), 1);
-        assert_eq!(cache.rows.len(), 1);
+        f.stores.changed(&key(&b));
+        f.stores.changed(&ObjectRef::new("a").within("ns"));
+        let rows = fleet.snapshot().rows().to_vec();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].view.session_id, "b");
+
+        // After a relist every row is looked at, and unchanged ones are still reused.
+        f.stores.all_changed();
+        let relisted = fleet.snapshot().rows().to_vec();
+        assert!(Arc::ptr_eq(&rows[0], &relisted[0]));
     }
 
     #[test]
@@ -418,13 +511,94 @@ mod tests {
         let mut a = session("ns", "a", 1, StoredStatus::Connecting, "1");
         a.metadata.resource_version = None;
         f.sessions.apply_watcher_event(&Event::Apply(a.clone()));
-        let mut cache = Cache::default();
-        let first = cache.derive(&f.stores);
+        let fleet = Fleet::new(f.stores.clone());
+        let first = fleet.snapshot();
         a.status.as_mut().unwrap().status = Some(StoredStatus::Connected);
         f.sessions.apply_watcher_event(&Event::Apply(a));
-        let second = cache.derive(&f.stores);
-        assert_eq!(first[0].view.status, StoredStatus::Connecting);
-        assert_eq!(second[0].view.status, StoredStatus::Connected);
+        f.stores.all_changed();
+        let second = fleet.snapshot();
+        assert_eq!(first.rows()[0].view.status, StoredStatus::Connecting);
+        assert_eq!(second.rows()[0].view.status, StoredStatus::Connected);
+    }
+
+    /// Whatever the sequence of changes, the snapshot kept up to date change by change is the
+    /// one a fresh derivation of the same stores gives.
+    #[test]
+    fn incremental_snapshots_match_a_full_derivation() {
+        let mut f = fixture();
+        let fleet = Fleet::new(f.stores.clone());
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let statuses = StoredStatus::ALL;
+        let reasons = [
+            "Connecting",
+            "Connected",
+            "Authenticated",
+            "Disconnected",
+            "LoggedOut",
+        ];
+        let mut version = 0u64;
+        let mut live: HashMap<String, WhatsAppSession> = HashMap::new();
+        for step in 0..2000 {
+            version += 1;
+            let name = format!("s{}", next(40));
+            let ns = if next(3) == 0 { "ns2" } else { "ns1" };
+            match next(6) {
+                0 | 1 => {
+                    // Ids collide on purpose now and then: the order must still be total.
+                    let s = session(
+                        ns,
+                        &name,
+                        next(30) as i64 + 1,
+                        statuses[next(5) as usize],
+                        &version.to_string(),
+                    );
+                    f.sessions.apply_watcher_event(&Event::Apply(s.clone()));
+                    f.stores.changed(&key(&s));
+                    live.insert(format!("{ns}/{name}"), s);
+                }
+                2 => {
+                    if let Some(s) = live.remove(&format!("{ns}/{name}")) {
+                        f.sessions.apply_watcher_event(&Event::Delete(s.clone()));
+                        f.stores.changed(&key(&s));
+                    }
+                }
+                3 | 4 => {
+                    if let Some(s) = live.get(&format!("{ns}/{name}")) {
+                        let p = running_pod(s, reasons[next(5) as usize], &version.to_string());
+                        f.pods.apply_watcher_event(&Event::Apply(p));
+                        f.stores.changed(&key(s));
+                    }
+                }
+                _ => {
+                    if let Some(s) = live.get(&format!("{ns}/{name}")) {
+                        let p = running_pod(s, "Connected", &version.to_string());
+                        f.pods.apply_watcher_event(&Event::Delete(p));
+                        f.stores.changed(&key(s));
+                    }
+                }
+            }
+            if next(4) == 0 {
+                let kept = fleet.snapshot();
+                let fresh = Fleet::new(f.stores.clone()).snapshot();
+                let json = |s: &Snapshot| s.rows().iter().map(|r| r.json.to_string()).collect::<Vec<_>>();
+                assert_eq!(json(&kept), json(&fresh), "step {step}");
+                for list in [List::Active, List::Connected, List::All] {
+                    assert_eq!(
+                        kept.list_body(list, None),
+                        fresh.list_body(list, None),
+                        "step {step}"
+                    );
+                }
+                assert_eq!(kept.metrics_text(true), fresh.metrics_text(true), "step {step}");
+            }
+        }
+        assert!(fleet.snapshot().rows().len() > 10, "the sequence kept a fleet");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! sessions. `main.rs` is a thin shell over this library so tests drive the same code.
 
 pub mod api;
+pub mod changes;
 pub mod cli;
 pub mod controller;
 pub mod crd;

@@ -2,7 +2,6 @@
 //! watch each and shared by the controller, the HTTP API and the metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{
@@ -13,6 +12,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
+use crate::changes::{ChangeFeed, Changes};
 use crate::crd::WhatsAppSession;
 use crate::resources::{MANAGED_SELECTOR, SPEC_HASH_ANNOTATION};
 use crate::states::{AUTHENTICATED_CONDITION, CONNECTION_CONDITION};
@@ -30,12 +30,13 @@ pub struct Stores {
     /// waiters, and the controller already waits on the sessions store.
     synced: tokio::sync::watch::Receiver<u8>,
     pub health: WatchHealth,
-    /// Bumped after every event the stores apply; `None` for stores filled by the caller.
-    changes: Option<Arc<AtomicU64>>,
+    /// Which sessions changed, written by the feeds (or by the caller, for stores it fills).
+    changes: Arc<Changes>,
 }
 
 impl Stores {
-    /// Stores filled by the caller (unit tests, benchmarks), ready from the start.
+    /// Stores filled by the caller (unit tests, benchmarks), ready from the start; the caller
+    /// reports what it changed with `changed` or `all_changed`.
     pub fn from_stores(sessions: Store<WhatsAppSession>, pods: Store<Pod>) -> Self {
         let (_, synced) = tokio::sync::watch::channel(2u8);
         Stores {
@@ -43,14 +44,28 @@ impl Stores {
             pods,
             synced,
             health: WatchHealth::default(),
-            changes: None,
+            changes: Default::default(),
         }
     }
 
-    /// A number that changes whenever the stores do, for caches of what is derived from
-    /// them; `None` when the stores are not fed by watches (nothing can tell their changes).
-    pub fn version(&self) -> Option<u64> {
-        self.changes.as_ref().map(|c| c.load(Ordering::Acquire))
+    /// A number that changes whenever the stores do.
+    pub fn version(&self) -> u64 {
+        self.changes.version()
+    }
+
+    /// Which sessions change from now on, for a reader that derives from the stores.
+    pub fn subscribe_changes(&self) -> ChangeFeed {
+        self.changes.subscribe()
+    }
+
+    /// For stores the caller fills: this session (or its Pod) changed.
+    pub fn changed(&self, session: &ObjectRef<WhatsAppSession>) {
+        self.changes.session(session)
+    }
+
+    /// For stores the caller fills: anything may have changed.
+    pub fn all_changed(&self) {
+        self.changes.all()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -105,7 +120,7 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
     let session_events = session_writer.subscribe().expect("shared store");
     let (synced_tx, synced) = tokio::sync::watch::channel(0u8);
     let health = WatchHealth::default();
-    let changes = Arc::new(AtomicU64::new(0));
+    let changes = Arc::new(Changes::default());
     let pod_events = pod_writer.subscribe().expect("shared store");
 
     let session_feed = watcher(
@@ -116,7 +131,18 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
     .modify(slim_session)
     .reflect_shared(session_writer)
     .inspect(count_first_sync(synced_tx.clone()))
-    .map(track_watch(health.clone(), changes.clone()));
+    .inspect({
+        let changes = changes.clone();
+        move |event| match event {
+            Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => {
+                changes.session(&ObjectRef::from_obj(s))
+            }
+            // The store swaps in the relisted objects at InitDone; some may be gone.
+            Ok(watcher::Event::InitDone) => changes.all(),
+            _ => {}
+        }
+    })
+    .map(track_watch(health.clone()));
     let (deleted_tx, deleted_rx) = futures::channel::mpsc::unbounded();
     let pod_feed = watcher(
         apis::<Pod>(client, namespace),
@@ -126,14 +152,25 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
     .modify(slim_pod)
     .reflect_shared(pod_writer)
     .inspect(count_first_sync(synced_tx))
-    .inspect(move |event| {
-        if let Ok(watcher::Event::Delete(pod)) = event
-            && let Some(owner) = session_of(pod)
-        {
-            let _ = deleted_tx.unbounded_send(owner);
+    .inspect({
+        let changes = changes.clone();
+        move |event| match event {
+            Ok(watcher::Event::Apply(pod)) => {
+                if let Some(owner) = session_of(pod) {
+                    changes.session(&owner)
+                }
+            }
+            Ok(watcher::Event::Delete(pod)) => {
+                if let Some(owner) = session_of(pod) {
+                    changes.session(&owner);
+                    let _ = deleted_tx.unbounded_send(owner);
+                }
+            }
+            Ok(watcher::Event::InitDone) => changes.all(),
+            _ => {}
         }
     })
-    .map(track_watch(health.clone(), changes.clone()));
+    .map(track_watch(health.clone()));
 
     (
         Stores {
@@ -141,7 +178,7 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
             pods,
             synced,
             health,
-            changes: Some(changes),
+            changes,
         },
         Feeds {
             sessions: session_feed.boxed(),
@@ -196,12 +233,9 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
 }
 
 /// Records each watch outcome in `health` and logs failures.
-fn track_watch<T>(health: WatchHealth, changes: Arc<AtomicU64>) -> impl FnMut(Result<T, watcher::Error>) {
+fn track_watch<T>(health: WatchHealth) -> impl FnMut(Result<T, watcher::Error>) {
     move |event| match event {
-        Ok(_) => {
-            changes.fetch_add(1, Ordering::Release);
-            health.ok()
-        }
+        Ok(_) => health.ok(),
         Err(e) => {
             health.failed();
             tracing::warn!(error = %e, "watch failed; serving the last known state, retrying with backoff");
