@@ -165,16 +165,27 @@ fn escaped(v: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
+/// `namespace="...",session_id="..."`: the labels that name a session's series.
+pub fn session_labels(namespace: &str, session_id: &str) -> String {
+    format!(
+        "namespace=\"{}\",session_id=\"{}\"",
+        escaped(namespace),
+        escaped(session_id)
+    )
+}
+
 /// The fleet's families: totals per state (every state, zeros included, so alerts and
-/// dashboards never see gaps) and, if `per_session`, each session's series.
+/// dashboards never see gaps) and, if `per_session`, each session's series, from each
+/// session's view and its `session_labels`. Written with plain pushes: at ten thousand
+/// sessions the formatting machinery was most of the cost.
 pub fn render_fleet<'a>(
     out: &mut String,
-    views: impl Iterator<Item = &'a SessionView> + Clone,
+    sessions: impl Iterator<Item = (&'a SessionView, &'a str)> + Clone,
     per_session: bool,
 ) {
     let mut by_connection = [0u64; 5];
     let mut by_stored = [0u64; 5];
-    for v in views.clone() {
+    for (v, _) in sessions.clone() {
         by_connection[ConnectionStatus::ALL
             .iter()
             .position(|c| *c == v.connection_status)
@@ -199,73 +210,84 @@ pub fn render_fleet<'a>(
     for (s, n) in StoredStatus::ALL.iter().zip(by_stored) {
         let _ = writeln!(out, "whatsapp_sessions_stored{{status=\"{s}\"}} {n}");
     }
-    if !per_session || views.clone().next().is_none() {
+    if !per_session || sessions.clone().next().is_none() {
         return;
     }
-    let labelled: Vec<(&SessionView, String)> = views
-        .map(|v| {
-            let labels = format!(
-                "namespace=\"{}\",session_id=\"{}\"",
-                escaped(&v.namespace),
-                escaped(&v.session_id)
-            );
-            (v, labels)
-        })
-        .collect();
+    let mut numbers = itoa::Buffer::new();
+    fn series(out: &mut String, name: &str, labels: &str, extra: &[(&str, &str)], value: &str) {
+        out.push_str(name);
+        out.push('{');
+        out.push_str(labels);
+        for (k, v) in extra {
+            out.push(',');
+            out.push_str(k);
+            out.push_str("=\"");
+            out.push_str(v);
+            out.push('"');
+        }
+        out.push_str("} ");
+        out.push_str(value);
+        out.push('\n');
+    }
+    const CONNECTION: &str = "whatsapp_session_connection_status";
     header(
         out,
-        "whatsapp_session_connection_status",
+        CONNECTION,
         "gauge",
         "Connection status of each session: 1 for the current status, 0 for the others",
     );
-    for (v, l) in &labelled {
+    for (v, labels) in sessions.clone() {
         for c in ConnectionStatus::ALL {
-            let on = u8::from(c == v.connection_status);
-            let _ = writeln!(
-                out,
-                "whatsapp_session_connection_status{{{l},connection_status=\"{c}\"}} {on}"
-            );
+            let on = if c == v.connection_status { "1" } else { "0" };
+            series(out, CONNECTION, labels, &[("connection_status", c.as_str())], on);
         }
     }
-    if labelled.iter().any(|(v, _)| v.start_time.is_some()) {
+    const START: &str = "whatsapp_session_start_time_seconds";
+    if sessions.clone().any(|(v, _)| v.start_time.is_some()) {
         header(
             out,
-            "whatsapp_session_start_time_seconds",
+            START,
             "gauge",
             "Start time of each active session's Pod, in seconds since the epoch",
         );
-        for (v, l) in &labelled {
+        for (v, labels) in sessions.clone() {
             if let Some(ms) = v.start_time {
-                let _ = writeln!(
-                    out,
-                    "whatsapp_session_start_time_seconds{{{l}}} {}",
-                    ms as f64 / 1000.0
-                );
+                series(out, START, labels, &[], &seconds(ms));
             }
         }
     }
+    const RESTARTS: &str = "whatsapp_session_restarts_total";
     header(
         out,
-        "whatsapp_session_restarts_total",
+        RESTARTS,
         "counter",
         "Times the operator recreated each session's Pod after it died",
     );
-    for (v, l) in &labelled {
-        let _ = writeln!(out, "whatsapp_session_restarts_total{{{l}}} {}", v.restarts);
+    for (v, labels) in sessions.clone() {
+        series(out, RESTARTS, labels, &[], numbers.format(v.restarts));
     }
-    header(
-        out,
-        "whatsapp_session_info",
-        "gauge",
-        "Information about each session (always 1)",
-    );
-    for (v, l) in &labelled {
-        let _ = writeln!(
+    const INFO: &str = "whatsapp_session_info";
+    header(out, INFO, "gauge", "Information about each session (always 1)");
+    for (v, labels) in sessions {
+        let id = numbers.format(v.id);
+        series(
             out,
-            "whatsapp_session_info{{{l},id=\"{}\",status=\"{}\"}} 1",
-            v.id, v.status
+            INFO,
+            labels,
+            &[("id", id), ("status", v.status.as_str())],
+            "1",
         );
     }
+}
+
+/// Epoch milliseconds as seconds in the text format: `1721890800` or `1721890800.123`.
+fn seconds(ms: i64) -> String {
+    let (s, frac) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    if frac == 0 {
+        return s.to_string();
+    }
+    let frac = format!("{frac:03}");
+    format!("{s}.{}", frac.trim_end_matches('0'))
 }
 
 #[cfg(test)]
@@ -287,6 +309,16 @@ mod tests {
 
     fn scrape(stores: &Stores) -> String {
         scrape_with(stores, true)
+    }
+
+    #[test]
+    fn start_times_are_seconds_with_their_milliseconds() {
+        assert_eq!(seconds(1_721_890_800_000), "1721890800");
+        assert_eq!(seconds(1_721_890_800_120), "1721890800.12");
+        assert_eq!(seconds(1_721_890_800_007), "1721890800.007");
+        for ms in [1_721_890_800_000i64, 1_721_890_800_120, 1_721_890_800_007, 999, 0] {
+            assert_eq!(seconds(ms).parse::<f64>().unwrap(), ms as f64 / 1000.0);
+        }
     }
 
     #[test]
