@@ -1,0 +1,146 @@
+//! What the read paths cost at fleet scale, without a cluster: N sessions and their running
+//! Pods in stores filled by hand, then the time to derive the fleet's snapshot (cold, and
+//! after one session changed), to assemble `/sessions/all`, and to render the fleet's part
+//! of `/metrics`. Prints figures; asserts nothing.
+//!   cargo bench --bench snapshot            # BENCH_SESSIONS (default 10000)
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::{ObjectRef, store};
+use kube::runtime::watcher::Event;
+use serde_json::json;
+use whatsapp_operator::crd::WhatsAppSession;
+use whatsapp_operator::fleet::{Fleet, List};
+use whatsapp_operator::state::Stores;
+use whatsapp_operator::states::{AUTHENTICATED_CONDITION, CONNECTION_CONDITION};
+
+const REASONS: [&str; 4] = ["Connecting", "Connected", "Authenticated", "Disconnected"];
+
+fn session(i: usize, version: u64) -> WhatsAppSession {
+    let status = ["connecting", "connected", "authenticated", "disconnected"][i % 4];
+    serde_json::from_value(json!({
+        "apiVersion": "whatsapp-operator.dev/v1alpha1", "kind": "WhatsAppSession",
+        "metadata": { "name": format!("s{i:05}"), "namespace": "bench", "uid": format!("uid-{i}"),
+            "resourceVersion": version.to_string(), "creationTimestamp": "2025-07-25T08:00:00Z",
+            "finalizers": ["whatsapp-operator.dev/cleanup"], "generation": 1 },
+        "spec": { "storage": { "size": "64Mi" } },
+        "status": { "id": i + 1, "sessionId": format!("s{i:05}"), "status": status,
+            "connectionStatus": status.to_uppercase(), "isAuthenticated": i % 4 == 2,
+            "podName": format!("wa-s{i:05}"), "startTime": "2025-07-25T08:00:00Z",
+            "updatedAt": "2025-07-25T08:30:00Z", "restarts": i % 3, "observedGeneration": 1,
+            "conditions": [{ "type": "Ready", "status": "True", "reason": "Running",
+                "message": "the worker runs", "lastTransitionTime": "2025-07-25T08:00:00Z" }] },
+    }))
+    .unwrap()
+}
+
+/// A Pod as the operator caches it (slimmed).
+fn pod(i: usize) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": { "name": format!("wa-s{i:05}"), "namespace": "bench", "uid": format!("pod-{i}"),
+            "resourceVersion": (1_000_000 + i).to_string(),
+            "annotations": { "whatsapp-operator.dev/spec-hash": "0123456789abcdef" },
+            "ownerReferences": [{ "apiVersion": "whatsapp-operator.dev/v1alpha1", "kind": "WhatsAppSession",
+                "name": format!("s{i:05}"), "uid": format!("uid-{i}"), "controller": true }] },
+        "status": { "phase": "Running", "startTime": "2025-07-25T08:00:00Z",
+            "conditions": [
+                { "type": CONNECTION_CONDITION, "status": "True", "reason": REASONS[i % 4], "message": "ok" },
+                { "type": AUTHENTICATED_CONDITION, "status": if i % 4 == 2 { "True" } else { "False" } },
+            ] },
+    }))
+    .unwrap()
+}
+
+/// Median of `runs` timings of `f`.
+fn median(runs: usize, mut f: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("snapshot: a benchmark, not a test; run cargo bench --bench snapshot");
+        return;
+    }
+    let n: usize = std::env::var("BENCH_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let (sessions, mut session_writer) = store::<WhatsAppSession>();
+    let (pods, mut pod_writer) = store::<Pod>();
+    for i in 0..n {
+        session_writer.apply_watcher_event(&Event::Apply(session(i, 1)));
+        pod_writer.apply_watcher_event(&Event::Apply(pod(i)));
+    }
+    let stores = Stores::from_stores(sessions, pods);
+    let fleet_for_relist = Fleet::new(stores.clone());
+    fleet_for_relist.snapshot();
+
+    let relist = median(5, || {
+        stores.all_changed();
+        fleet_for_relist.snapshot();
+    });
+    let cold = median(5, || {
+        let fleet = Fleet::new(stores.clone());
+        fleet.snapshot();
+    });
+    let fleet = Fleet::new(stores.clone());
+    let snapshot = fleet.snapshot();
+    let cached = median(101, || {
+        fleet.snapshot();
+    });
+    let mut version = 1;
+    let one_change = median(21, || {
+        version += 1;
+        let changed = session(n / 2, version);
+        session_writer.apply_watcher_event(&Event::Apply(changed.clone()));
+        stores.changed(&ObjectRef::from_obj(&changed));
+        fleet.snapshot();
+    });
+    let body_len = snapshot.list_body(List::All, None).len();
+    let assemble = median(21, || {
+        // A namespace filter is assembled on every request: the uncached cost.
+        snapshot.list_body(List::All, Some("bench"));
+    });
+    let metrics_len = snapshot.metrics_text(true).len();
+    let render = median(11, || {
+        let mut out = String::new();
+        whatsapp_operator::metrics::render_fleet(
+            &mut out,
+            snapshot.rows().iter().map(|r| (&r.view, &*r.labels)),
+            true,
+        );
+    });
+
+    println!("# Read paths at N = {n} sessions (median)\n");
+    println!("| step | time |\n|---|---|");
+    println!("| derive the snapshot, cold (every row) | {} |", ms(cold));
+    println!(
+        "| derive after a relist (every row looked at, all reused) | {} |",
+        ms(relist)
+    );
+    println!("| snapshot unchanged (shared) | {} |", ms(cached));
+    println!("| derive after one session changed | {} |", ms(one_change));
+    println!(
+        "| assemble `/sessions/all` ({} KiB) from the rows | {} |",
+        body_len / 1024,
+        ms(assemble)
+    );
+    println!(
+        "| render the fleet's `/metrics` families ({} KiB) | {} |",
+        metrics_len / 1024,
+        ms(render)
+    );
+}
