@@ -21,7 +21,7 @@ eval "$(hack/cluster/env.sh)"
 "$KUBECTL" wait --for condition=Established crd/whatsappsessions.whatsapp-operator.dev --timeout=30s >/dev/null
 
 BENCH_OPERATOR=$root/target/release/whatsapp-operator \
-BENCH_APISERVER_PID=$(cat "$(pid_file kube-apiserver)") \
+BENCH_PLANE_PIDS=$(for c in kube-apiserver etcd kube-controller-manager kube-scheduler kwok; do printf '%s=%s ' "$c" "$(cat "$(pid_file "$c")")"; done) \
 BENCH_KSM=$ksm \
 BENCH_OUT=${BENCH_OUT:-$root/docs/benchmarks.md} \
   cargo bench --bench fleet

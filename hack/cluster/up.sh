@@ -101,6 +101,8 @@ launch kube-apiserver "$k8s/kube-apiserver" \
   --allow-privileged=false --max-requests-inflight 1000 --max-mutating-requests-inflight 500
 wait_until kube-apiserver 60 curl -sf --cacert "$certs/ca.crt" --cert "$certs/admin.crt" --key "$certs/admin.key" "$(plane_url)/readyz"
 
+# Client rate limits raised (defaults: 20 QPS for the controller-manager, 50 for the scheduler),
+# as kwokctl does for scale tests: at fleet scale the defaults, not the apiserver, would set the pace.
 launch kube-controller-manager "$k8s/kube-controller-manager" \
   --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
   --bind-address 127.0.0.1 --secure-port "$WAO_KCM_PORT" \
@@ -110,7 +112,8 @@ launch kube-controller-manager "$k8s/kube-controller-manager" \
   --concurrent-gc-syncs 50 --concurrent-namespace-syncs 10
 launch kube-scheduler "$k8s/kube-scheduler" \
   --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
-  --bind-address 127.0.0.1 --secure-port "$WAO_SCHEDULER_PORT" --leader-elect=false
+  --bind-address 127.0.0.1 --secure-port "$WAO_SCHEDULER_PORT" --leader-elect=false \
+  --kube-api-qps 500 --kube-api-burst 1000
 stage_flags=()
 for f in "$(kwok_bin_dir)"/stages/*.yaml; do stage_flags+=(--config "$f"); done
 launch kwok "$(kwok_bin_dir)/kwok" \
