@@ -7,9 +7,12 @@ use std::process::Command;
 use serde_json::json;
 use whatsapp_operator::crd::WhatsAppSession;
 
-/// schemathesis' `st`: $SCHEMATHESIS (hack/test.sh installs it), else from PATH.
-fn st() -> Command {
-    Command::new(std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "st".into()))
+/// schemathesis' `st`: $SCHEMATHESIS (hack/test.sh installs it), else from PATH. It runs in
+/// `dir` because it keeps a cache of what it found in its working directory.
+fn st(dir: &std::path::Path) -> Command {
+    let mut st = Command::new(std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "st".into()));
+    st.current_dir(dir);
+    st
 }
 
 fn schema() -> &'static str {
@@ -58,7 +61,8 @@ async fn the_live_api_conforms_to_its_openapi_document() {
     })
     .await;
 
-    let with_key = st()
+    let work = tempfile::tempdir().unwrap();
+    let with_key = st(work.path())
         .args([
             "run",
             schema(),
@@ -80,7 +84,7 @@ async fn the_live_api_conforms_to_its_openapi_document() {
     );
 
     let before = session_codes(&op).await;
-    let without_key = st()
+    let without_key = st(work.path())
         .args(["run", schema(), "--url", &op.url(""), "--max-time", "10"])
         .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance"])
         .output()
