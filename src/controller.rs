@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::crd::{ReclaimPolicy, WhatsAppSession, WhatsAppSessionStatus};
 use crate::error::{Error, Result};
+use crate::events::{Event, EventType, Publisher};
 use crate::ids::IdAllocator;
 use crate::memory::Memory;
 use crate::plan::{DeleteReason, PlanInput, PodAction, StatusInput, desired_status, facts_after, plan_pod};
@@ -39,7 +40,7 @@ pub struct Context {
     pub pods: Store<Pod>,
     pub defaults: PodDefaults,
     pub ids: IdAllocator,
-    pub recorder: Recorder,
+    pub events: Publisher,
     /// Only the leader writes; the others keep their stores warm and serve reads.
     pub leader: Arc<AtomicBool>,
     pub memory: Memory,
@@ -346,7 +347,7 @@ async fn publish_transition(
         action: "UpdateStatus".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &session.object_ref(&())).await {
+    if let Err(e) = ctx.events.publish(&event, &session.object_ref(&())).await {
         warn!(error = %e, "could not publish Event");
     }
 }
@@ -399,7 +400,7 @@ async fn cleanup(session: &WhatsAppSession, ctx: &Context) -> Result<Action> {
         action: "Delete".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &session.object_ref(&())).await {
+    if let Err(e) = ctx.events.publish(&event, &session.object_ref(&())).await {
         warn!(error = %e, "could not publish Event");
     }
     ctx.memory.forget(&session.uid().unwrap_or_default());

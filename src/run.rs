@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::StreamExt;
 use kube::api::{Api, ListParams};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, CustomResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -17,6 +16,7 @@ use crate::api::auth::ApiKeys;
 use crate::cli::RunArgs;
 use crate::controller::{self, Context};
 use crate::crd::WhatsAppSession;
+use crate::events::{Publisher, Reporter};
 use crate::ids::IdAllocator;
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
@@ -121,7 +121,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             args.id_counter.clone(),
             ID_BLOCK,
         ),
-        recorder: Recorder::new(
+        events: Publisher::new(
             client.clone(),
             Reporter {
                 controller: "whatsapp-operator".into(),

@@ -274,6 +274,48 @@ async fn session_follows_its_worker_through_every_state() {
 }
 
 #[tokio::test]
+async fn a_flapping_session_counts_repeats_on_one_event() {
+    let env = env("flap").await;
+    let op = common::Operator::start(&env.ns, &[]);
+    env.create("flappy", json!({})).await;
+    env.running_pod("wa-flappy").await;
+    for _ in 0..2 {
+        common::report(&env.pods, "wa-flappy", "Connected", "", None).await;
+        env.stored("flappy", StoredStatus::Connected, ConnectionStatus::Connected)
+            .await;
+        common::report(&env.pods, "wa-flappy", "Disconnected", "stream closed", None).await;
+        env.stored(
+            "flappy",
+            StoredStatus::Disconnected,
+            ConnectionStatus::Disconnected,
+        )
+        .await;
+    }
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.client.clone(), &env.ns);
+    let disconnects = common::wait_for("the repeat counted on the first event", T, || async {
+        let list = events.list(&ListParams::default()).await.ok()?.items;
+        let disconnects: Vec<_> = list
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("Disconnected"))
+            .collect();
+        disconnects
+            .iter()
+            .any(|e| e.series.as_ref().is_some_and(|s| s.count == 2))
+            .then_some(disconnects)
+    })
+    .await;
+    assert_eq!(disconnects.len(), 1, "one Event object for both: {disconnects:?}");
+    assert_eq!(
+        disconnects[0].note.as_deref(),
+        Some("status connected -> disconnected: stream closed")
+    );
+    let describe = common::kubectl_ok(&["describe", "was", "flappy", "-n", &env.ns]);
+    assert!(describe.contains("(x2 over"), "{describe}");
+    drop(op);
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn dead_pods_are_recreated_and_counted() {
     let env = env("restart").await;
     let op = common::Operator::start(&env.ns, &[]);
