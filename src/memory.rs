@@ -42,12 +42,19 @@ impl Memory {
         f(entries.entry(uid.to_string()).or_default())
     }
 
+    /// Like `with`, for what only matters once something was remembered: a session with
+    /// nothing to remember gets no entry.
+    fn with_known<T: Default>(&self, uid: &str, f: impl FnOnce(&mut Entry) -> T) -> T {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get_mut(uid).map(f).unwrap_or_default()
+    }
+
     pub fn forget(&self, uid: &str) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
 
     pub fn id(&self, uid: &str) -> Option<i64> {
-        self.with(uid, |e| e.id)
+        self.with_known(uid, |e| e.id)
     }
 
     pub fn set_id(&self, uid: &str, id: i64) {
@@ -55,7 +62,7 @@ impl Memory {
     }
 
     pub fn backoff_left(&self, uid: &str, now: Instant) -> Duration {
-        self.with(uid, |e| match e.last_restart {
+        self.with_known(uid, |e| match e.last_restart {
             Some(at) => (at + restart_backoff(e.consecutive_restarts)).saturating_duration_since(now),
             None => Duration::ZERO,
         })
@@ -72,21 +79,26 @@ impl Memory {
 
     /// The restart count this process has seen, at least.
     pub fn restarts(&self, uid: &str) -> i32 {
-        self.with(uid, |e| e.restarts)
+        self.with_known(uid, |e| e.restarts)
     }
 
     /// The worker connected: its next failure restarts without delay again.
     pub fn connected(&self, uid: &str) {
-        self.with(uid, |e| e.consecutive_restarts = 0);
+        self.with_known(uid, |e| e.consecutive_restarts = 0);
     }
 
     /// Our last written status while the cache has not caught up with that write yet: it,
     /// not the cached status, is then the session's current status. Counters such as
-    /// `restarts` would otherwise be computed from a stale value and go backwards.
+    /// `restarts` would otherwise be computed from a stale value and go backwards. Once the
+    /// cache holds the write (or a later one), the copy is dropped: the watch never goes back.
     pub fn pending_status(&self, uid: &str, cached_version: &str) -> Option<WhatsAppSessionStatus> {
-        self.with(uid, |e| {
+        self.with_known(uid, |e| {
             let w = e.written.as_ref()?;
-            cache_is_behind(cached_version, w).then(|| w.status.clone())
+            if cache_is_behind(cached_version, w) {
+                return Some(w.status.clone());
+            }
+            e.written = None;
+            None
         })
     }
 
@@ -109,7 +121,7 @@ impl Memory {
     }
 
     pub fn reset_errors(&self, uid: &str) {
-        self.with(uid, |e| e.errors = 0);
+        self.with_known(uid, |e| e.errors = 0);
     }
 }
 
@@ -142,12 +154,31 @@ mod tests {
         assert_eq!(m.pending_status("u", "10"), Some(status(1)));
         // An event between our read and our write is still older than the write.
         assert_eq!(m.pending_status("u", "12"), Some(status(1)));
-        assert_eq!(m.pending_status("u", "15"), None);
         assert_eq!(
             m.pending_status("u", "16"),
             None,
             "someone else's later edit wins"
         );
+        assert!(
+            m.with_known("u", |e| e.written.is_none()),
+            "the copy of the write is dropped once the cache has it"
+        );
+        m.record_write("u", "16".into(), "20".into(), status(2));
+        assert_eq!(m.pending_status("u", "20"), None);
+        assert_eq!(m.pending_status("u", "16"), None);
+    }
+
+    #[test]
+    fn sessions_with_nothing_to_remember_take_no_room() {
+        let m = Memory::default();
+        let now = Instant::now();
+        assert_eq!(m.id("u"), None);
+        assert_eq!(m.backoff_left("u", now), Duration::ZERO);
+        assert_eq!(m.restarts("u"), 0);
+        assert_eq!(m.pending_status("u", "1"), None);
+        m.connected("u");
+        m.reset_errors("u");
+        assert!(m.entries.lock().unwrap().is_empty());
     }
 
     #[test]
