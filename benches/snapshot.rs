@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{ObjectRef, store};
 use kube::runtime::watcher::Event;
 use serde_json::json;
@@ -14,6 +13,7 @@ use whatsapp_operator::crd::WhatsAppSession;
 use whatsapp_operator::fleet::{Fleet, List};
 use whatsapp_operator::state::Stores;
 use whatsapp_operator::states::{AUTHENTICATED_CONDITION, CONNECTION_CONDITION};
+use whatsapp_operator::worker_pod::WorkerPod;
 
 const REASONS: [&str; 4] = ["Connecting", "Connected", "Authenticated", "Disconnected"];
 
@@ -36,7 +36,7 @@ fn session(i: usize, version: u64) -> WhatsAppSession {
 }
 
 /// A Pod as the operator caches it (slimmed).
-fn pod(i: usize) -> Pod {
+fn pod(i: usize) -> WorkerPod {
     serde_json::from_value(json!({
         "metadata": { "name": format!("wa-s{i:05}"), "namespace": "bench", "uid": format!("pod-{i}"),
             "resourceVersion": (1_000_000 + i).to_string(),
@@ -79,7 +79,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let (sessions, mut session_writer) = store::<WhatsAppSession>();
-    let (pods, mut pod_writer) = store::<Pod>();
+    let (pods, mut pod_writer) = store::<WorkerPod>();
     for i in 0..n {
         session_writer.apply_watcher_event(&Event::Apply(session(i, 1)));
         pod_writer.apply_watcher_event(&Event::Apply(pod(i)));

@@ -25,6 +25,7 @@ use crate::resources::{
     PodDefaults, desired_pod, desired_pvc, pod_name, pod_spec_hash, pvc_name, reclaim_policy,
 };
 use crate::states::{PodFacts, StoredStatus};
+use crate::worker_pod::WorkerPod;
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "whatsapp-operator";
@@ -37,7 +38,7 @@ const RESYNC: Duration = Duration::from_secs(300);
 pub struct Context {
     pub client: Client,
     pub sessions: Store<WhatsAppSession>,
-    pub pods: Store<Pod>,
+    pub pods: Store<WorkerPod>,
     pub defaults: PodDefaults,
     pub ids: IdAllocator,
     pub events: Publisher,
@@ -52,7 +53,7 @@ pub struct Context {
 pub fn run(
     ctx: Arc<Context>,
     sessions: impl Stream<Item = Arc<WhatsAppSession>> + Send + 'static,
-    pods: impl Stream<Item = Arc<Pod>> + Send + 'static,
+    pods: impl Stream<Item = Arc<WorkerPod>> + Send + 'static,
     pod_deletions: impl Stream<Item = ObjectRef<WhatsAppSession>> + Send + 'static,
     reconcile_all: impl Stream<Item = ()> + Send + 'static,
     concurrency: u16,
@@ -129,7 +130,7 @@ async fn apply(cached: &WhatsAppSession, ctx: &Context) -> Result<Action> {
     let pod = ctx.pods.get(&ObjectRef::new(&pod_name(session)).within(&ns));
     // A Pod of an earlier session with the same name is not ours to manage; wait for the
     // garbage collector to remove it.
-    if let Some(p) = pod.as_deref().filter(|p| !is_owned_by(p, &uid)) {
+    if let Some(p) = pod.as_deref().filter(|p| !is_owned_by(*p, &uid)) {
         debug!(pod = %p.name_any(), "Pod belongs to another object; waiting");
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
@@ -217,7 +218,7 @@ fn highest_id(sessions: &Store<WhatsAppSession>) -> i64 {
         .unwrap_or(0)
 }
 
-fn is_owned_by(pod: &Pod, uid: &str) -> bool {
+fn is_owned_by<P: Resource>(pod: &P, uid: &str) -> bool {
     pod.owner_references()
         .iter()
         .any(|o| o.uid == uid && o.controller == Some(true))

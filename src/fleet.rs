@@ -13,7 +13,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
@@ -22,6 +21,7 @@ use crate::changes::ChangeFeed;
 use crate::crd::WhatsAppSession;
 use crate::resources::pod_name;
 use crate::state::Stores;
+use crate::worker_pod::WorkerPod;
 
 /// One session as served.
 pub struct Row {
@@ -275,7 +275,7 @@ fn row_for(stores: &Stores, session: &WhatsAppSession, old: Option<Arc<Row>>) ->
 
 /// What a row depends on; `None` when an object has no resourceVersion (built by hand), so
 /// its row is never taken for unchanged.
-fn source_of(session: &WhatsAppSession, pod: Option<&Pod>) -> Option<Source> {
+fn source_of(session: &WhatsAppSession, pod: Option<&WorkerPod>) -> Option<Source> {
     let session_version = session.metadata.resource_version.clone()?;
     let pod_version = match pod {
         Some(p) => Some(p.metadata.resource_version.clone()?),
@@ -284,7 +284,7 @@ fn source_of(session: &WhatsAppSession, pod: Option<&Pod>) -> Option<Source> {
     Some((session_version, pod_version))
 }
 
-fn derive_row(session: &WhatsAppSession, pod: Option<&Pod>, source: Option<Source>) -> Option<Row> {
+fn derive_row(session: &WhatsAppSession, pod: Option<&WorkerPod>, source: Option<Source>) -> Option<Row> {
     let view = session_view(session, pod)?;
     let json = serde_json::to_string(&view).ok()?.into_boxed_str();
     let labels = crate::metrics::session_labels(&view.namespace, &view.session_id).into_boxed_str();
@@ -299,7 +299,7 @@ fn derive_row(session: &WhatsAppSession, pod: Option<&Pod>, source: Option<Sourc
 
 /// The session's own Pod from the store: a Pod left by an earlier session of the same name
 /// is not this session's.
-pub fn pod_of(stores: &Stores, session: &WhatsAppSession) -> Option<Arc<Pod>> {
+pub fn pod_of(stores: &Stores, session: &WhatsAppSession) -> Option<Arc<WorkerPod>> {
     let pod_ref = ObjectRef::new(&pod_name(session)).within(&session.namespace().unwrap_or_default());
     stores.pods.get(&pod_ref).filter(|p| {
         p.owner_references()
@@ -333,7 +333,7 @@ mod tests {
         s
     }
 
-    fn running_pod(owner: &WhatsAppSession, reason: &str, version: &str) -> Pod {
+    fn running_pod(owner: &WhatsAppSession, reason: &str, version: &str) -> WorkerPod {
         serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": pod_name(owner), "namespace": owner.namespace(), "resourceVersion": version,
@@ -353,7 +353,7 @@ mod tests {
 
     struct Fixture {
         sessions: Writer<WhatsAppSession>,
-        pods: Writer<Pod>,
+        pods: Writer<WorkerPod>,
         stores: Stores,
     }
 

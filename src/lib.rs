@@ -20,3 +20,4 @@ pub mod server;
 pub mod state;
 pub mod states;
 pub mod telemetry;
+pub mod worker_pod;

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
@@ -14,6 +13,7 @@ use crate::states::{
     ConnectionStatus, PodFacts, PodPhase, StoredStatus, WorkerReport, disconnect_reason, live_state,
     stored_status,
 };
+use crate::worker_pod::WorkerPod;
 
 /// What to do with the session's Pod.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,7 +39,7 @@ pub enum DeleteReason {
 /// Inputs besides the session and its Pod.
 #[derive(Clone, Debug)]
 pub struct PlanInput<'a> {
-    pub pod: Option<&'a Pod>,
+    pub pod: Option<&'a WorkerPod>,
     pub facts: Option<&'a PodFacts>,
     /// Spec hash of the Pod the session should have now.
     pub desired_hash: &'a str,
@@ -221,7 +221,7 @@ mod tests {
     use super::*;
     use crate::crd::{WhatsAppSessionSpec, WhatsAppSessionStatus};
     use crate::resources::{PodDefaults, desired_pod};
-    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn session(spec: WhatsAppSessionSpec, status: Option<WhatsAppSessionStatus>) -> WhatsAppSession {
@@ -265,6 +265,8 @@ mod tests {
     }
 
     fn plan(s: &WhatsAppSession, pod: Option<&Pod>, backoff_left: Duration) -> PodAction {
+        let cached = pod.map(WorkerPod::from);
+        let pod = cached.as_ref();
         let facts = pod.map(PodFacts::from_pod);
         let desired = desired_pod(s, &defaults());
         plan_pod(
@@ -382,7 +384,7 @@ mod tests {
     }
 
     fn status_of(s: &WhatsAppSession, pod: Option<&Pod>, now: &str) -> WhatsAppSessionStatus {
-        let facts = pod.map(PodFacts::from_pod);
+        let facts = pod.map(WorkerPod::from).as_ref().map(PodFacts::from_pod);
         desired_status(
             s,
             facts.as_ref(),

@@ -213,7 +213,8 @@ pub fn desired_pvc(session: &WhatsAppSession) -> PersistentVolumeClaim {
 }
 
 /// The spec hash a Pod was created with, if any.
-pub fn pod_spec_hash(pod: &Pod) -> Option<&str> {
+/// The spec-hash annotation of a Pod we built, or of its cached copy.
+pub fn pod_spec_hash<P: Resource>(pod: &P) -> Option<&str> {
     pod.annotations().get(SPEC_HASH_ANNOTATION).map(String::as_str)
 }
 

@@ -6,9 +6,10 @@
 use std::fmt;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::worker_pod::WorkerPod;
 
 /// Pod condition type through which a worker reports its connection.
 pub const CONNECTION_CONDITION: &str = "whatsapp-operator.dev/Connection";
@@ -145,7 +146,7 @@ pub struct PodFacts {
 }
 
 impl PodFacts {
-    pub fn from_pod(pod: &Pod) -> Self {
+    pub fn from_pod(pod: &WorkerPod) -> Self {
         let status = pod.status.as_ref();
         let phase = match status.and_then(|s| s.phase.as_deref()) {
             Some("Running") => PodPhase::Running,
@@ -287,7 +288,7 @@ pub fn disconnect_reason(pod: Option<&PodFacts>, suspended: bool) -> Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     fn ts(s: &str) -> Timestamp {
@@ -326,8 +327,9 @@ mod tests {
         (CONNECTION_CONDITION, status, reason)
     }
 
+    /// The facts of a Pod as the apiserver serves it and the operator caches it.
     fn facts(p: &Pod) -> PodFacts {
-        PodFacts::from_pod(p)
+        PodFacts::from_pod(&WorkerPod::from(p))
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! the reflector stores (never from an apiserver request); `fleet` keeps them.
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use serde::Serialize;
 
 use crate::crd::WhatsAppSession;
 use crate::states::{ConnectionStatus, PodFacts, StoredStatus, live_state};
+use crate::worker_pod::WorkerPod;
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -36,7 +36,7 @@ pub fn api_time(t: Timestamp) -> String {
 }
 
 /// The view of one session, or `None` until the operator has given it an id.
-pub fn session_view(session: &WhatsAppSession, pod: Option<&Pod>) -> Option<SessionView> {
+pub fn session_view(session: &WhatsAppSession, pod: Option<&WorkerPod>) -> Option<SessionView> {
     let status = session.status.as_ref()?;
     let id = status.id?;
     let created = session.metadata.creation_timestamp.as_ref()?.0;
