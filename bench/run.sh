@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fleet benchmark: a fresh local control plane, N sessions (default 10000), the operator's
 # release build and, side by side, kube-state-metrics built from its Go module. Prints the
-# figures and writes docs/benchmarks.md.
+# figures and writes docs/benchmarks.md, then appends the in-memory read-path figures.
 #   BENCH_SESSIONS=2000 BENCH_CHANGES=200 bench/run.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,3 +25,6 @@ BENCH_PLANE_PIDS=$(for c in kube-apiserver etcd kube-controller-manager kube-sch
 BENCH_KSM=$ksm \
 BENCH_OUT=${BENCH_OUT:-$root/docs/benchmarks.md} \
   cargo bench --bench fleet
+# The read paths alone, in memory, appended to the same report.
+out=${BENCH_OUT:-$root/docs/benchmarks.md}
+{ echo; BENCH_SESSIONS=${BENCH_SESSIONS:-10000} cargo bench --quiet --bench snapshot; } | tee -a "$out"

@@ -124,7 +124,7 @@ fn main() {
         );
     });
 
-    println!("# Read paths at N = {n} sessions (median)\n");
+    println!("## Read paths alone (`cargo bench --bench snapshot`), N = {n} sessions, median\n");
     println!("| step | time |\n|---|---|");
     println!("| derive the snapshot, cold (every row) | {} |", ms(cold));
     println!(
