@@ -299,7 +299,7 @@ fn derive_row(session: &WhatsAppSession, pod: Option<&WorkerPod>, source: Option
 
 /// The session's own Pod from the store: a Pod left by an earlier session of the same name
 /// is not this session's.
-pub fn pod_of(stores: &Stores, session: &WhatsAppSession) -> Option<Arc<WorkerPod>> {
+fn pod_of(stores: &Stores, session: &WhatsAppSession) -> Option<Arc<WorkerPod>> {
     let pod_ref = ObjectRef::new(&pod_name(session)).within(&session.namespace().unwrap_or_default());
     stores.pods.get(&pod_ref).filter(|p| {
         p.owner_references()
