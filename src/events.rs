@@ -39,39 +39,35 @@ impl Publisher {
     pub async fn publish(&self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
         let now = Timestamp::now();
         let key = Key::of(event, regarding);
-        let name = || {
-            let object = regarding.name.as_deref().unwrap_or(&self.reporter.controller);
-            format!("{object}.{:x}", now.as_nanosecond())
-        };
-        let decision = self.seen().record(key.clone(), name, now);
+        let object = regarding.name.as_deref().unwrap_or(&self.reporter.controller);
+        let fresh = format!("{object}.{:x}", now.as_nanosecond());
+        let decision = self.seen().record(key.clone(), || fresh.clone(), now);
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
-        let result = match &decision {
-            Publish::New { name } => api
-                .create(
-                    &PostParams::default(),
-                    &self.new_event(name, event, regarding, now),
-                )
-                .await
-                .map(drop),
+        let create = |name: &str| {
+            let new = self.new_event(name, event, regarding, now);
+            let api = api.clone();
+            async move { api.create(&PostParams::default(), &new).await.map(drop) }
+        };
+        let result = match decision {
+            Publish::New { name } => create(&name).await,
             Publish::Repeat { name, count } => {
                 let series = serde_json::json!({ "series": EventSeries {
-                    count: *count,
+                    count,
                     last_observed_time: MicroTime(now),
                 } });
                 match api
-                    .patch(name, &PatchParams::default(), &Patch::Merge(&series))
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&series))
                     .await
                 {
                     // Gone (deleted, or expired by the apiserver): start a new one.
                     Err(kube::Error::Api(s)) if s.code == 404 => {
-                        let name = name_again(&mut self.seen(), key.clone(), now, name);
-                        api.create(
-                            &PostParams::default(),
-                            &self.new_event(&name, event, regarding, now),
-                        )
-                        .await
-                        .map(drop)
+                        {
+                            let mut seen = self.seen();
+                            seen.forget(&key);
+                            seen.record(key.clone(), || fresh.clone(), now);
+                        }
+                        create(&fresh).await
                     }
                     other => other.map(drop),
                 }
@@ -112,17 +108,6 @@ impl Publisher {
             ..Default::default()
         }
     }
-}
-
-fn name_again(seen: &mut Seen, key: Key, now: Timestamp, old: &str) -> String {
-    seen.forget(&key);
-    let name = format!(
-        "{}.{:x}",
-        old.rsplit_once('.').map_or(old, |(object, _)| object),
-        now.as_nanosecond()
-    );
-    seen.record(key, || name.clone(), now);
-    name
 }
 
 fn type_name(t: EventType) -> &'static str {

@@ -93,8 +93,8 @@ impl Snapshot {
         }
     }
 
-    /// Every row, sorted by id (then namespace and sessionId, so the order stays total even
-    /// for ids the counter would never hand out twice).
+    /// Every row, sorted by id (then namespace, sessionId and object name, so the order stays
+    /// total even for ids the counter would never hand out twice).
     pub fn rows(&self) -> &[Arc<Row>] {
         &self.rows
     }
