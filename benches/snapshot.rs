@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use kube::runtime::reflector::{ObjectRef, store};
 use kube::runtime::watcher::Event;
 use serde_json::json;
+use whatsapp_operator::body::Plain;
 use whatsapp_operator::crd::WhatsAppSession;
-use whatsapp_operator::fleet::{Fleet, List};
+use whatsapp_operator::fleet::{Fleet, List, Snapshot};
+use whatsapp_operator::gzip::Segment;
 use whatsapp_operator::state::Stores;
 use whatsapp_operator::states::{AUTHENTICATED_CONDITION, CONNECTION_CONDITION};
 use whatsapp_operator::worker_pod::WorkerPod;
@@ -116,12 +118,44 @@ fn main() {
     });
     let metrics_len = snapshot.metrics_text(true).len();
     let render = median(11, || {
-        let mut out = String::new();
-        whatsapp_operator::metrics::render_fleet(
-            &mut out,
-            snapshot.rows().iter().map(|r| (&r.view, &*r.labels)),
-            true,
-        );
+        let mut out = Plain::default();
+        whatsapp_operator::metrics::render_fleet(&mut out, snapshot.rows(), true);
+    });
+
+    // gzip: every block compressed (a fresh fleet), then again after one change, when only
+    // the changed blocks are. The whole body compressed in one piece, for comparison.
+    let all_gz_len = snapshot.list_gzip(List::All, None).len();
+    let metrics_gz_len = snapshot.metrics_gzip(true).len();
+    // A new fleet each time, derived before the clock starts: nothing compressed yet.
+    let fresh: Vec<_> = (0..5).map(|_| Fleet::new(stores.clone()).snapshot()).collect();
+    let mut each = fresh.iter();
+    let gzip_cold = median(5, || {
+        each.next().unwrap().list_gzip(List::All, None);
+    });
+    let mut each = fresh.iter();
+    let metrics_gzip_cold = median(5, || {
+        each.next().unwrap().metrics_gzip(true);
+    });
+    drop(fresh);
+    let all_body = snapshot.list_body(List::All, None);
+    let whole = median(5, || {
+        Segment::compress(&all_body);
+    });
+    let mut after_change = |gzip: &dyn Fn(&Snapshot)| {
+        gzip(&fleet.snapshot());
+        median(21, || {
+            version += 1;
+            let changed = session(n / 2, version);
+            session_writer.apply_watcher_event(&Event::Apply(changed.clone()));
+            stores.changed(&ObjectRef::from_obj(&changed));
+            gzip(&fleet.snapshot());
+        })
+    };
+    let gzip_change = after_change(&|s| {
+        s.list_gzip(List::All, None);
+    });
+    let metrics_gzip_change = after_change(&|s| {
+        s.metrics_gzip(true);
     });
 
     println!("## Read paths alone (`cargo bench --bench snapshot`), N = {n} sessions, median\n");
@@ -142,5 +176,27 @@ fn main() {
         "| render the fleet's `/metrics` families ({} KiB) | {} |",
         metrics_len / 1024,
         ms(render)
+    );
+    println!(
+        "| gzip `/sessions/all` ({} KiB), every block | {} |",
+        all_gz_len / 1024,
+        ms(gzip_cold)
+    );
+    println!(
+        "| gzip `/sessions/all` in one piece instead (for comparison) | {} |",
+        ms(whole)
+    );
+    println!(
+        "| gzip `/sessions/all` after one session changed (derive included) | {} |",
+        ms(gzip_change)
+    );
+    println!(
+        "| gzip the fleet's `/metrics` families ({} KiB), every block | {} |",
+        metrics_gz_len / 1024,
+        ms(metrics_gzip_cold)
+    );
+    println!(
+        "| gzip the fleet's `/metrics` families after one session changed (derive included) | {} |",
+        ms(metrics_gzip_change)
     );
 }

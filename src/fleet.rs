@@ -10,6 +10,7 @@
 //! reference count, not a pass over the fleet.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -17,8 +18,10 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::view::{SessionView, session_view};
+use crate::body::{Blocks, Gzip, Plain, Sink, blocks};
 use crate::changes::ChangeFeed;
 use crate::crd::WhatsAppSession;
+use crate::gzip::{self, Segment};
 use crate::resources::pod_name;
 use crate::state::Stores;
 use crate::worker_pod::WorkerPod;
@@ -34,6 +37,8 @@ pub struct Row {
     key: ObjectRef<WhatsAppSession>,
     /// The resourceVersions of the session and its Pod the row was derived from.
     source: Source,
+    /// Unique to this row: what it renders to can be kept under this number (see `body`).
+    pub serial: u64,
 }
 
 type Source = (String, Option<String>);
@@ -73,24 +78,40 @@ impl List {
     }
 }
 
+/// The compressed blocks kept for the next gzip body: one set per list, one for `/metrics`.
+type Compressed = [Mutex<Blocks>; List::COUNT + 1];
+const METRICS_BLOCKS: usize = List::COUNT;
+
 /// The fleet at one version of the stores.
 pub struct Snapshot {
     version: u64,
     rows: Vec<Arc<Row>>,
-    /// Unfiltered list bodies, rendered on first use.
+    /// Unfiltered list bodies, rendered on first use, as they are and as gzip members.
     bodies: [OnceLock<Bytes>; List::COUNT],
+    gzip_bodies: [OnceLock<Bytes>; List::COUNT],
     /// The fleet's metric families, without and with the per-session series.
     metrics: [OnceLock<Bytes>; 2],
+    gzip_metrics: [OnceLock<Segment>; 2],
+    compressed: Arc<Compressed>,
 }
 
 impl Snapshot {
-    fn new(version: u64, rows: Vec<Arc<Row>>) -> Self {
+    fn new(version: u64, rows: Vec<Arc<Row>>, compressed: Arc<Compressed>) -> Self {
         Self {
             version,
             rows,
             bodies: Default::default(),
+            gzip_bodies: Default::default(),
             metrics: Default::default(),
+            gzip_metrics: Default::default(),
+            compressed,
         }
+    }
+
+    /// The kept blocks of one body. A panic while compressing leaves at worst blocks to be
+    /// compressed again, so a poisoned lock is still usable.
+    fn blocks(&self, index: usize) -> std::sync::MutexGuard<'_, Blocks> {
+        self.compressed[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Every row, sorted by id (then namespace, sessionId and object name, so the order stays
@@ -99,16 +120,28 @@ impl Snapshot {
         &self.rows
     }
 
+    fn in_namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Arc<Row>> {
+        self.rows.iter().filter(move |r| r.view.namespace == namespace)
+    }
+
     /// The JSON body of `list`, optionally narrowed to one namespace.
     pub fn list_body(&self, list: List, namespace: Option<&str>) -> Bytes {
         match namespace {
             None => self.bodies[list.index()]
-                .get_or_init(|| list_body(list, self.rows.iter().map(|r| &**r)))
+                .get_or_init(|| plain_list(list, self.rows.iter()))
                 .clone(),
-            Some(ns) => list_body(
-                list,
-                self.rows.iter().map(|r| &**r).filter(|r| r.view.namespace == ns),
-            ),
+            Some(ns) => plain_list(list, self.in_namespace(ns)),
+        }
+    }
+
+    /// `list_body` as one gzip member. The fleet's bodies reuse the blocks of the last one
+    /// compressed; a namespace's body is compressed whole, as it is assembled per request.
+    pub fn list_gzip(&self, list: List, namespace: Option<&str>) -> Bytes {
+        match namespace {
+            None => self.gzip_bodies[list.index()]
+                .get_or_init(|| gzip_list(list, self.rows.iter(), Some(&mut self.blocks(list.index()))))
+                .clone(),
+            Some(ns) => gzip_list(list, self.in_namespace(ns), None),
         }
     }
 
@@ -116,34 +149,67 @@ impl Snapshot {
     pub fn metrics_text(&self, per_session: bool) -> Bytes {
         self.metrics[usize::from(per_session)]
             .get_or_init(|| {
-                let mut out = String::with_capacity(if per_session { self.rows.len() * 900 } else { 1024 });
-                let rows = self.rows.iter().map(|r| (&r.view, &*r.labels));
-                crate::metrics::render_fleet(&mut out, rows, per_session);
-                Bytes::from(out)
+                let capacity = if per_session { self.rows.len() * 900 } else { 1024 };
+                let mut sink = Plain(String::with_capacity(capacity));
+                crate::metrics::render_fleet(&mut sink, &self.rows, per_session);
+                Bytes::from(sink.0)
             })
             .clone()
     }
+
+    /// `metrics_text` compressed, as a piece of a member that starts with the operator's own
+    /// metrics.
+    pub fn metrics_gzip(&self, per_session: bool) -> Segment {
+        self.gzip_metrics[usize::from(per_session)]
+            .get_or_init(|| {
+                let mut blocks = per_session.then(|| self.blocks(METRICS_BLOCKS));
+                let mut sink = Gzip::new(blocks.as_deref_mut());
+                crate::metrics::render_fleet(&mut sink, &self.rows, per_session);
+                sink.finish()
+            })
+            .clone()
+    }
+
+    /// Blocks compressed so far for each list and for `/metrics`, for tests and benchmarks.
+    pub fn blocks_compressed(&self) -> [u64; List::COUNT + 1] {
+        std::array::from_fn(|i| self.blocks(i).compressed())
+    }
+}
+
+fn plain_list<'a>(list: List, rows: impl Iterator<Item = &'a Arc<Row>>) -> Bytes {
+    let mut sink = Plain(String::with_capacity(64 * 1024));
+    write_list(&mut sink, list, rows);
+    Bytes::from(sink.0)
+}
+
+fn gzip_list<'a>(list: List, rows: impl Iterator<Item = &'a Arc<Row>>, blocks: Option<&mut Blocks>) -> Bytes {
+    let mut sink = Gzip::new(blocks);
+    write_list(&mut sink, list, rows);
+    gzip::member_bytes(&sink.finish())
 }
 
 /// `{"success":true,"message":...,"data":[...],"count":N}`, the seed's envelope, assembled
 /// from the rows' ready JSON.
-fn list_body<'a>(list: List, rows: impl Iterator<Item = &'a Row>) -> Bytes {
-    let mut out = String::with_capacity(64 * 1024);
-    out.push_str(r#"{"success":true,"message":"#);
-    out.push_str(&serde_json::to_string(list.message()).expect("a string serializes"));
-    out.push_str(r#","data":["#);
-    let mut count = 0usize;
-    for row in rows.filter(|r| list.keeps(&r.view)) {
-        if count > 0 {
-            out.push(',');
-        }
-        out.push_str(&row.json);
-        count += 1;
+fn write_list<'a>(sink: &mut impl Sink, list: List, rows: impl Iterator<Item = &'a Arc<Row>>) {
+    sink.text(r#"{"success":true,"message":"#);
+    sink.text(&serde_json::to_string(list.message()).expect("a string serializes"));
+    sink.text(r#","data":["#);
+    let kept: Vec<&Arc<Row>> = rows.filter(|r| list.keeps(&r.view)).collect();
+    for (i, block) in blocks(kept.iter().copied()).iter().enumerate() {
+        // The first block is the only one that starts without a comma.
+        let first = i == 0;
+        sink.block(u8::from(first), block, |out| {
+            for (j, row) in block.iter().enumerate() {
+                if j > 0 || !first {
+                    out.push(',');
+                }
+                out.push_str(&row.json);
+            }
+        });
     }
-    out.push_str(r#"],"count":"#);
-    out.push_str(&count.to_string());
-    out.push('}');
-    Bytes::from(out)
+    sink.text(r#"],"count":"#);
+    sink.text(itoa::Buffer::new().format(kept.len()));
+    sink.text("}");
 }
 
 /// The shared, lazily refreshed snapshot. Cheap to clone.
@@ -152,6 +218,7 @@ pub struct Fleet {
     stores: Stores,
     changes: Arc<ChangeFeed>,
     cache: Arc<Mutex<Cache>>,
+    compressed: Arc<Compressed>,
 }
 
 #[derive(Default)]
@@ -198,6 +265,7 @@ impl Fleet {
             changes: Arc::new(stores.subscribe_changes()),
             stores,
             cache: Default::default(),
+            compressed: Default::default(),
         }
     }
 
@@ -226,7 +294,7 @@ impl Fleet {
             }
         }
         let rows = cache.sorted.iter().map(|r| r.0.clone()).collect();
-        let snapshot = Arc::new(Snapshot::new(version, rows));
+        let snapshot = Arc::new(Snapshot::new(version, rows, self.compressed.clone()));
         cache.snapshot = Some(snapshot.clone());
         snapshot
     }
@@ -284,6 +352,8 @@ fn source_of(session: &WhatsAppSession, pod: Option<&WorkerPod>) -> Option<Sourc
     Some((session_version, pod_version))
 }
 
+static SERIALS: AtomicU64 = AtomicU64::new(0);
+
 fn derive_row(session: &WhatsAppSession, pod: Option<&WorkerPod>, source: Option<Source>) -> Option<Row> {
     let view = session_view(session, pod)?;
     let json = serde_json::to_string(&view).ok()?.into_boxed_str();
@@ -294,6 +364,7 @@ fn derive_row(session: &WhatsAppSession, pod: Option<&WorkerPod>, source: Option
         labels,
         key: ObjectRef::from_obj(session),
         source: source.unwrap_or_default(),
+        serial: SERIALS.fetch_add(1, Ordering::Relaxed),
     })
 }
 
@@ -429,6 +500,57 @@ mod tests {
         ObjectRef::from_obj(s)
     }
 
+    /// One gzip member, checked against its CRC and length.
+    fn gunzip(body: &[u8]) -> Bytes {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut out).expect("a gzip member");
+        out.into()
+    }
+
+    #[test]
+    fn after_one_change_a_gzip_body_compresses_one_block_per_section_again() {
+        let mut f = fixture();
+        let sessions: Vec<WhatsAppSession> = (1..=1000)
+            .map(|i| session("ns", &format!("s{i}"), i, StoredStatus::Connected, &i.to_string()))
+            .collect();
+        for s in &sessions {
+            f.sessions.apply_watcher_event(&Event::Apply(s.clone()));
+        }
+        let fleet = Fleet::new(f.stores.clone());
+        let compress_all = |snapshot: &Snapshot| {
+            for list in [List::Active, List::Connected, List::All] {
+                assert_eq!(
+                    gunzip(&snapshot.list_gzip(list, None)),
+                    snapshot.list_body(list, None)
+                );
+            }
+            let metrics = gzip::member_bytes(&snapshot.metrics_gzip(true));
+            assert_eq!(gunzip(&metrics), snapshot.metrics_text(true));
+            snapshot.blocks_compressed()
+        };
+        // 1,000 ids are 8 blocks. No Pods: the active list is empty, and /metrics has three
+        // per-session families (no start times).
+        let first = fleet.snapshot();
+        assert_eq!(compress_all(&first), [0, 8, 8, 3 * 8]);
+        // Served again: nothing compressed.
+        assert_eq!(compress_all(&fleet.snapshot()), [0, 8, 8, 3 * 8]);
+
+        let changed = session("ns", "s500", 500, StoredStatus::Authenticated, "1001");
+        f.sessions.apply_watcher_event(&Event::Apply(changed.clone()));
+        f.stores.changed(&key(&changed));
+        assert_eq!(compress_all(&fleet.snapshot()), [0, 9, 9, 3 * 9]);
+
+        // Leaving the connected list changes that list's block and the fleet's, as before.
+        let gone = session("ns", "s1", 1, StoredStatus::LoggedOut, "1002");
+        f.sessions.apply_watcher_event(&Event::Apply(gone.clone()));
+        f.stores.changed(&key(&gone));
+        let after = fleet.snapshot();
+        assert_eq!(compress_all(&after), [0, 10, 10, 3 * 10]);
+        let connected: serde_json::Value =
+            serde_json::from_slice(&gunzip(&after.list_gzip(List::Connected, None))).unwrap();
+        assert_eq!(connected["count"], 999);
+    }
+
     #[test]
     fn a_snapshot_and_its_bodies_are_shared_until_the_stores_change() {
         let mut f = fixture();
@@ -551,10 +673,11 @@ mod tests {
             match next(6) {
                 0 | 1 => {
                     // Ids collide on purpose now and then: the order must still be total.
+                    // They spread over several blocks of the gzip bodies.
                     let s = session(
                         ns,
                         &name,
-                        next(30) as i64 + 1,
+                        next(30) as i64 * 40 + 1,
                         statuses[next(5) as usize],
                         &version.to_string(),
                     );
@@ -596,6 +719,28 @@ mod tests {
                     );
                 }
                 assert_eq!(kept.metrics_text(true), fresh.metrics_text(true), "step {step}");
+                // The gzip bodies, built from blocks kept since earlier steps, hold the same.
+                for list in [List::Active, List::Connected, List::All] {
+                    assert_eq!(
+                        gunzip(&kept.list_gzip(list, None)),
+                        fresh.list_body(list, None),
+                        "step {step}"
+                    );
+                    for ns in ["ns1", "ns2"] {
+                        assert_eq!(
+                            gunzip(&kept.list_gzip(list, Some(ns))),
+                            fresh.list_body(list, Some(ns)),
+                            "step {step}"
+                        );
+                    }
+                }
+                for per_session in [true, false] {
+                    assert_eq!(
+                        gunzip(&gzip::member_bytes(&kept.metrics_gzip(per_session))),
+                        fresh.metrics_text(per_session),
+                        "step {step}"
+                    );
+                }
             }
         }
         assert!(fleet.snapshot().rows().len() > 10, "the sequence kept a fleet");

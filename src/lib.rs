@@ -2,6 +2,7 @@
 //! sessions. `main.rs` is a thin shell over this library so tests drive the same code.
 
 pub mod api;
+pub mod body;
 pub mod changes;
 pub mod cli;
 pub mod controller;
@@ -9,6 +10,7 @@ pub mod crd;
 pub mod error;
 pub mod events;
 pub mod fleet;
+pub mod gzip;
 pub mod ids;
 pub mod leader;
 pub mod memory;

@@ -8,11 +8,15 @@ use prometheus::{
     TextEncoder,
 };
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::api::view::SessionView;
+use crate::body::Sink;
 use crate::error::Error;
-use crate::fleet::Snapshot;
+use crate::fleet::{Row, Snapshot};
+use crate::gzip::{self, Segment};
 use crate::states::{ConnectionStatus, StoredStatus};
 
 pub struct Metrics {
@@ -142,11 +146,22 @@ impl Metrics {
     /// the next scrape and nothing goes stale. The fleet's part is rendered once per snapshot
     /// and shared by every scrape until the stores change.
     pub fn render(&self, fleet: &Snapshot) -> [Bytes; 2] {
+        [Bytes::from(self.own()), fleet.metrics_text(self.per_session)]
+    }
+
+    /// `render` as one gzip member, in chunks: the operator's own metrics are compressed per
+    /// scrape, the fleet's come compressed from the snapshot.
+    pub fn render_gzip(&self, fleet: &Snapshot) -> Vec<Bytes> {
+        let own = Segment::compress(self.own().as_bytes());
+        gzip::member(&[&own, &fleet.metrics_gzip(self.per_session)])
+    }
+
+    fn own(&self) -> String {
         let mut own = String::new();
         TextEncoder::new()
             .encode_utf8(&self.registry.gather(), &mut own)
             .expect("the registry's own metrics always encode");
-        [Bytes::from(own), fleet.metrics_text(self.per_session)]
+        own
     }
 }
 
@@ -175,109 +190,128 @@ pub fn session_labels(namespace: &str, session_id: &str) -> String {
 }
 
 /// The fleet's families: totals per state (every state, zeros included, so alerts and
-/// dashboards never see gaps) and, if `per_session`, each session's series, from each
-/// session's view and its `session_labels`. Written with plain pushes: at ten thousand
-/// sessions the formatting machinery was most of the cost.
-pub fn render_fleet<'a>(
-    out: &mut String,
-    sessions: impl Iterator<Item = (&'a SessionView, &'a str)> + Clone,
-    per_session: bool,
-) {
+/// dashboards never see gaps) and, if `per_session`, each session's series, from each row's
+/// view and labels. Written with plain pushes: at ten thousand sessions the formatting
+/// machinery was most of the cost. Each family's series go in blocks of rows (see `body`).
+pub fn render_fleet(out: &mut impl Sink, rows: &[Arc<Row>], per_session: bool) {
     let mut by_connection = [0u64; 5];
     let mut by_stored = [0u64; 5];
-    for (v, _) in sessions.clone() {
+    for r in rows {
+        let v = &r.view;
         by_connection[ConnectionStatus::ALL
             .iter()
             .position(|c| *c == v.connection_status)
             .unwrap_or(0)] += 1;
         by_stored[StoredStatus::ALL.iter().position(|s| *s == v.status).unwrap_or(0)] += 1;
     }
+    let mut totals = String::new();
     header(
-        out,
+        &mut totals,
         "whatsapp_sessions",
         "gauge",
         "Sessions by real-time connection status",
     );
     for (c, n) in ConnectionStatus::ALL.iter().zip(by_connection) {
-        let _ = writeln!(out, "whatsapp_sessions{{connection_status=\"{c}\"}} {n}");
+        let _ = writeln!(totals, "whatsapp_sessions{{connection_status=\"{c}\"}} {n}");
     }
     header(
-        out,
+        &mut totals,
         "whatsapp_sessions_stored",
         "gauge",
         "Sessions by stored status",
     );
     for (s, n) in StoredStatus::ALL.iter().zip(by_stored) {
-        let _ = writeln!(out, "whatsapp_sessions_stored{{status=\"{s}\"}} {n}");
+        let _ = writeln!(totals, "whatsapp_sessions_stored{{status=\"{s}\"}} {n}");
     }
-    if !per_session || sessions.clone().next().is_none() {
+    out.text(&totals);
+    if !per_session || rows.is_empty() {
         return;
     }
-    let mut numbers = itoa::Buffer::new();
-    fn series(out: &mut String, name: &str, labels: &str, extra: &[(&str, &str)], value: &str) {
-        out.push_str(name);
-        out.push('{');
-        out.push_str(labels);
-        for (k, v) in extra {
-            out.push(',');
-            out.push_str(k);
-            out.push_str("=\"");
-            out.push_str(v);
-            out.push('"');
-        }
-        out.push_str("} ");
-        out.push_str(value);
-        out.push('\n');
-    }
+    let blocks = crate::body::blocks(rows.iter());
+    // One family: its header, then `each` row's series, block by block.
+    let mut family =
+        |section: u8, name: &str, kind: &str, help: &str, each: &dyn Fn(&mut String, &SessionView, &str)| {
+            let mut text = String::new();
+            header(&mut text, name, kind, help);
+            out.text(&text);
+            for block in &blocks {
+                out.block(section, block, |text| {
+                    for r in block {
+                        each(text, &r.view, &r.labels);
+                    }
+                });
+            }
+        };
     const CONNECTION: &str = "whatsapp_session_connection_status";
-    header(
-        out,
+    family(
+        0,
         CONNECTION,
         "gauge",
         "Connection status of each session: 1 for the current status, 0 for the others",
+        &|out, v, labels| {
+            for c in ConnectionStatus::ALL {
+                let on = if c == v.connection_status { "1" } else { "0" };
+                series(out, CONNECTION, labels, &[("connection_status", c.as_str())], on);
+            }
+        },
     );
-    for (v, labels) in sessions.clone() {
-        for c in ConnectionStatus::ALL {
-            let on = if c == v.connection_status { "1" } else { "0" };
-            series(out, CONNECTION, labels, &[("connection_status", c.as_str())], on);
-        }
-    }
     const START: &str = "whatsapp_session_start_time_seconds";
-    if sessions.clone().any(|(v, _)| v.start_time.is_some()) {
-        header(
-            out,
+    if rows.iter().any(|r| r.view.start_time.is_some()) {
+        family(
+            1,
             START,
             "gauge",
             "Start time of each active session's Pod, in seconds since the epoch",
+            &|out, v, labels| {
+                if let Some(ms) = v.start_time {
+                    series(out, START, labels, &[], &seconds(ms));
+                }
+            },
         );
-        for (v, labels) in sessions.clone() {
-            if let Some(ms) = v.start_time {
-                series(out, START, labels, &[], &seconds(ms));
-            }
-        }
     }
     const RESTARTS: &str = "whatsapp_session_restarts_total";
-    header(
-        out,
+    family(
+        2,
         RESTARTS,
         "counter",
         "Times the operator recreated each session's Pod after it died",
+        &|out, v, labels| {
+            series(out, RESTARTS, labels, &[], itoa::Buffer::new().format(v.restarts));
+        },
     );
-    for (v, labels) in sessions.clone() {
-        series(out, RESTARTS, labels, &[], numbers.format(v.restarts));
-    }
     const INFO: &str = "whatsapp_session_info";
-    header(out, INFO, "gauge", "Information about each session (always 1)");
-    for (v, labels) in sessions {
-        let id = numbers.format(v.id);
-        series(
-            out,
-            INFO,
-            labels,
-            &[("id", id), ("status", v.status.as_str())],
-            "1",
-        );
+    family(
+        3,
+        INFO,
+        "gauge",
+        "Information about each session (always 1)",
+        &|out, v, labels| {
+            let mut id = itoa::Buffer::new();
+            series(
+                out,
+                INFO,
+                labels,
+                &[("id", id.format(v.id)), ("status", v.status.as_str())],
+                "1",
+            );
+        },
+    );
+}
+
+fn series(out: &mut String, name: &str, labels: &str, extra: &[(&str, &str)], value: &str) {
+    out.push_str(name);
+    out.push('{');
+    out.push_str(labels);
+    for (k, v) in extra {
+        out.push(',');
+        out.push_str(k);
+        out.push_str("=\"");
+        out.push_str(v);
+        out.push('"');
     }
+    out.push_str("} ");
+    out.push_str(value);
+    out.push('\n');
 }
 
 /// Epoch milliseconds as seconds in the text format: `1721890800` or `1721890800.123`.

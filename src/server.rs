@@ -87,14 +87,22 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    // Two chunks, the operator's own metrics and the fleet's shared rendering: no copy of
-    // the fleet's megabytes per scrape.
-    let chunks = state.metrics.render(&state.fleet.snapshot());
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    // Chunks: the operator's own metrics and the fleet's shared rendering, so no copy of the
+    // fleet's megabytes per scrape. Prometheus asks for gzip.
+    let snapshot = state.fleet.snapshot();
+    let gzip = crate::gzip::accepted(&headers);
+    let chunks = if gzip {
+        state.metrics.render_gzip(&snapshot)
+    } else {
+        state.metrics.render(&snapshot).to_vec()
+    };
     let body = Body::from_stream(futures::stream::iter(
-        chunks.map(Ok::<_, std::convert::Infallible>),
+        chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
     ));
-    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
+    let mut resp = ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response();
+    crate::gzip::label(&mut resp, gzip);
+    resp
 }
 
 async fn not_found(method: Method, req: Request) -> Response {

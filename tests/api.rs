@@ -276,6 +276,56 @@ async fn endpoints_serve_every_state_exactly_as_the_seed_shows() {
         .expect("curl");
     let body: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(body["count"], 3);
+    // Clients that accept gzip get the same document compressed: curl's decoder (zlib) reads
+    // it, and the plain and the compressed body are told apart for caches.
+    for path in [
+        "/sessions/all",
+        "/sessions",
+        &format!("/sessions/connected?namespace={ns}"),
+    ] {
+        common::wait_for(&format!("{path} the same with and without gzip"), T, || async {
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    "--compressed",
+                    "-H",
+                    &format!("Authorization: Bearer {key}"),
+                ])
+                .arg(op.url(path))
+                .output()
+                .expect("curl");
+            assert!(out.status.success(), "curl --compressed {path}");
+            let unzipped: Value = serde_json::from_slice(&out.stdout).unwrap();
+            (unzipped == get_json(&op, path, key).await).then_some(())
+        })
+        .await;
+        let resp = http()
+            .get(op.url(path))
+            .header("Authorization", format!("Bearer {key}"))
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["content-encoding"], "gzip", "{path}");
+        assert_eq!(resp.headers()["vary"], "accept-encoding", "{path}");
+        let zipped = resp.bytes().await.unwrap();
+        let (_, _, plain) = get(&op, path, Some(key)).await;
+        assert!(
+            zipped.len() < plain.len(),
+            "{path}: {} of {}",
+            zipped.len(),
+            plain.len()
+        );
+        let resp = http()
+            .get(op.url(path))
+            .header("Authorization", format!("Bearer {key}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.headers().get("content-encoding").is_none(), "{path}");
+        assert_eq!(resp.headers()["vary"], "accept-encoding", "{path}");
+    }
+
     // And the shipped client examples (the seed's curl and fetch code).
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new(format!("{root}/examples/clients/curl.sh"))

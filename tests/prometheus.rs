@@ -262,31 +262,48 @@ async fn prometheus_sees_the_fleet_as_it_changes_and_the_dashboard_queries_exist
     )
     .await;
 
-    // The exposition passes promtool's lint.
-    let scrape = reqwest::get(op.url("/metrics"))
+    // The exposition passes promtool's lint, plain and gzip (as Prometheus itself asks for
+    // it, and as curl's zlib decodes it), and both hold the same fleet series.
+    let plain = reqwest::get(op.url("/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let mut lint = tool("PROMTOOL", "promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut lint.stdin.take().unwrap(), scrape.as_bytes()).unwrap();
-    let lint = lint.wait_with_output().unwrap();
-    let problems = format!(
-        "{}{}",
-        String::from_utf8_lossy(&lint.stdout),
-        String::from_utf8_lossy(&lint.stderr)
-    );
-    assert!(
-        lint.status.success() && problems.trim().is_empty(),
-        "promtool check metrics: {problems}"
-    );
+    let out = Command::new("curl")
+        .args(["-s", "--fail", "--compressed", &op.url("/metrics")])
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "curl --compressed /metrics");
+    let unzipped = String::from_utf8(out.stdout).unwrap();
+    let fleet = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("whatsapp_session"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(!fleet(&plain).is_empty(), "{plain}");
+    assert_eq!(fleet(&unzipped), fleet(&plain));
+    for scrape in [plain, unzipped] {
+        let mut lint = tool("PROMTOOL", "promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut lint.stdin.take().unwrap(), scrape.as_bytes()).unwrap();
+        let lint = lint.wait_with_output().unwrap();
+        let problems = format!(
+            "{}{}",
+            String::from_utf8_lossy(&lint.stdout),
+            String::from_utf8_lossy(&lint.stderr)
+        );
+        assert!(
+            lint.status.success() && problems.trim().is_empty(),
+            "promtool check metrics: {problems}"
+        );
+    }
 
     // Every metric a dashboard query names is one the exporter really exposes.
     let exposed = exposed_names(&op).await;

@@ -1,0 +1,134 @@
+//! Where a fleet body is written: as plain text, or compressed with the pieces that depend
+//! on a few rows kept from one body to the next.
+//!
+//! A body's layout is written once, against `Sink`, so the plain and the gzip body cannot
+//! disagree. Rows go in blocks by id range (ids are handed out by a counter, so a block is
+//! a stable, contiguous run of the sorted fleet); a block's text depends only on its rows,
+//! and a row is replaced, never mutated, when its session changes. A gzip body after one
+//! change therefore compresses one block per section again, not the fleet.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::fleet::Row;
+use crate::gzip::Segment;
+
+/// Ids per block: about 30 KB of list JSON, enough for deflate to find the rows' repeats.
+const BLOCK_IDS: i64 = 128;
+
+/// The fleet's rows in blocks of one id range each, in order; empty ranges are skipped.
+pub fn blocks<'a>(rows: impl Iterator<Item = &'a Arc<Row>>) -> Vec<Vec<&'a Arc<Row>>> {
+    let mut out: Vec<Vec<&Arc<Row>>> = Vec::new();
+    let mut current = None;
+    for row in rows {
+        let range = row.view.id.div_euclid(BLOCK_IDS);
+        if current != Some(range) {
+            current = Some(range);
+            out.push(Vec::new());
+        }
+        out.last_mut().expect("pushed above").push(row);
+    }
+    out
+}
+
+pub trait Sink {
+    /// Text written as it comes.
+    fn text(&mut self, text: &str);
+    /// Text that `render` writes from `rows` alone; `section` tells apart the blocks of one
+    /// body that hold the same rows (a metric family, a list's first block).
+    fn block(&mut self, section: u8, rows: &[&Arc<Row>], render: impl FnOnce(&mut String));
+}
+
+/// The body as text.
+#[derive(Default)]
+pub struct Plain(pub String);
+
+impl Sink for Plain {
+    fn text(&mut self, text: &str) {
+        self.0.push_str(text);
+    }
+
+    fn block(&mut self, _: u8, _: &[&Arc<Row>], render: impl FnOnce(&mut String)) {
+        render(&mut self.0);
+    }
+}
+
+/// A block: its section and its rows, each named by its serial number (never reused, unlike
+/// an address).
+type BlockKey = (u8, Box<[u64]>);
+
+/// The compressed blocks of the last body written, for the next one to reuse.
+#[derive(Default)]
+pub struct Blocks {
+    kept: HashMap<BlockKey, Arc<Segment>>,
+    /// Blocks compressed so far, for tests and benchmarks.
+    compressed: u64,
+}
+
+impl Blocks {
+    pub fn compressed(&self) -> u64 {
+        self.compressed
+    }
+}
+
+/// The body compressed, piece by piece.
+pub struct Gzip<'a> {
+    /// Reused and updated, or `None` to compress every block (a body served once).
+    blocks: Option<&'a mut Blocks>,
+    /// This body's blocks: what the next body may reuse.
+    used: HashMap<BlockKey, Arc<Segment>>,
+    pending: String,
+    pieces: Vec<Arc<Segment>>,
+}
+
+impl<'a> Gzip<'a> {
+    pub fn new(blocks: Option<&'a mut Blocks>) -> Self {
+        Self {
+            blocks,
+            used: HashMap::new(),
+            pending: String::new(),
+            pieces: Vec::new(),
+        }
+    }
+
+    fn flush_text(&mut self) {
+        if !self.pending.is_empty() {
+            self.pieces
+                .push(Arc::new(Segment::compress(self.pending.as_bytes())));
+            self.pending.clear();
+        }
+    }
+
+    /// The body as one piece; the blocks it did not use are forgotten.
+    pub fn finish(mut self) -> Segment {
+        self.flush_text();
+        if let Some(blocks) = self.blocks {
+            blocks.kept = self.used;
+        }
+        Segment::join(self.pieces.iter().map(|p| &**p))
+    }
+}
+
+impl Sink for Gzip<'_> {
+    fn text(&mut self, text: &str) {
+        self.pending.push_str(text);
+    }
+
+    fn block(&mut self, section: u8, rows: &[&Arc<Row>], render: impl FnOnce(&mut String)) {
+        self.flush_text();
+        let key: BlockKey = (section, rows.iter().map(|r| r.serial).collect());
+        let kept = self.blocks.as_mut().and_then(|b| b.kept.get(&key).cloned());
+        let piece = kept.unwrap_or_else(|| {
+            let mut text = String::new();
+            render(&mut text);
+            if let Some(blocks) = self.blocks.as_mut() {
+                blocks.compressed += 1;
+            }
+            Arc::new(Segment::compress(text.as_bytes()))
+        });
+        if self.blocks.is_some() {
+            self.used.insert(key, piece.clone());
+        }
+        self.pieces.push(piece);
+    }
+}
