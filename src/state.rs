@@ -114,11 +114,11 @@ fn apis<K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScop
 pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
     let (sessions, session_writer) = reflector::store_shared(SUBSCRIBE_BUFFER);
     let (pods, pod_writer) = reflector::store_shared(SUBSCRIBE_BUFFER);
-    let session_events = session_writer.subscribe().expect("shared store");
+    let session_events = drained(session_writer.subscribe().expect("shared store"));
     let (synced_tx, synced) = tokio::sync::watch::channel(0u8);
     let health = WatchHealth::default();
     let changes = Arc::new(Changes::default());
-    let pod_events = pod_writer.subscribe().expect("shared store");
+    let pod_events = drained(pod_writer.subscribe().expect("shared store"));
 
     let session_feed = watcher(
         apis::<WhatsAppSession>(client.clone(), namespace),
@@ -185,6 +185,18 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
             pod_deletions: Box::new(deleted_rx),
         },
     )
+}
+
+/// A store subscription read from the start into an unbounded queue. kube's shared reflector
+/// waits for every subscriber at each event, and when a listing completes it announces every
+/// object at once; the controller reads only once both stores are complete, so with more
+/// objects than `SUBSCRIBE_BUFFER` an unread subscription would hold the listing, and the
+/// operator's readiness, back for ever. What queues are shared objects, one per event.
+fn drained<T: Send + 'static>(subscription: impl Stream<Item = T> + Send + 'static) -> impl Stream<Item = T> {
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    // Ends with the subscription (the watch is dropped at shutdown) or with the reader.
+    tokio::spawn(subscription.map(Ok).forward(tx));
+    rx
 }
 
 /// The session that controls `pod`, from its owner reference.
