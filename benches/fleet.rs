@@ -360,7 +360,13 @@ async fn main() {
     let op_hwm_steady = rss_mib(op_pid, "VmHWM:");
     eprintln!("steady after {steady:?}: operator {op_cpu:.1} CPU-s, apiserver {api_cpu:.1} CPU-s");
 
-    // 2. Condition change -> status written.
+    // 2. Condition change -> status written, once the plane has settled from the ramp (the
+    // scheduler and controller-manager finish their retries after the last Pod runs).
+    let quiet_before_changes = wait_quiet(apiserver_pid).await;
+    eprintln!(
+        "apiserver at {:.0} % of a core before the condition changes",
+        quiet_before_changes * 100.0
+    );
     let patched: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
     let mut running: Vec<String> = observed.lock().unwrap().running.iter().cloned().collect();
     running.sort();
@@ -611,6 +617,13 @@ async fn main() {
         format!("{op_rss:.0} / {op_hwm:.0} MiB"),
         "< 128 MiB",
         op_hwm < 128.0,
+    );
+    row(
+        &mut md,
+        "apiserver CPU when the condition changes start (after waiting up to 60 s for it to settle)",
+        format!("{:.0} % of a core", quiet_before_changes * 100.0),
+        "",
+        true,
     );
     row(
         &mut md,
