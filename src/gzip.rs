@@ -30,15 +30,6 @@ pub struct Segment {
     crc: Hasher,
 }
 
-impl Default for Segment {
-    fn default() -> Self {
-        Self {
-            deflate: Bytes::new(),
-            crc: Hasher::new(),
-        }
-    }
-}
-
 impl Segment {
     /// `text`, compressed on its own.
     pub fn compress(text: &[u8]) -> Self {

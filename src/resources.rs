@@ -212,8 +212,7 @@ pub fn desired_pvc(session: &WhatsAppSession) -> PersistentVolumeClaim {
     }
 }
 
-/// The spec hash a Pod was created with, if any.
-/// The spec-hash annotation of a Pod we built, or of its cached copy.
+/// The spec hash a Pod was created with, if any: of a Pod we built, or of its cached copy.
 pub fn pod_spec_hash<P: Resource>(pod: &P) -> Option<&str> {
     pod.annotations().get(SPEC_HASH_ANNOTATION).map(String::as_str)
 }
