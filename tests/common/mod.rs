@@ -260,14 +260,36 @@ pub async fn report(pods: &Api<Pod>, pod: &str, reason: &str, message: &str, aut
 
 /// Ends a Pod the way a crashed (or exited) worker does: kwok runs no containers, so the test
 /// writes the terminal phase itself.
+///
+/// kwok may still hold a stage it queued while the Pod was Pending; played late, its status
+/// patch (no resourceVersion) puts the Pod back to Running, and the crash never happened. So
+/// the phase is written again until it holds: the Pod stays finished for a second, or is
+/// deleted or replaced, which only a finished Pod's operator does.
 pub async fn finish_pod(pods: &Api<Pod>, pod: &str, phase: &str, reason: &str) {
-    pods.patch_status(
-        pod,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": { "phase": phase, "reason": reason } })),
-    )
-    .await
-    .expect("pod phase patch");
+    let uid = pods.get(pod).await.expect("the Pod to finish").uid();
+    for _ in 0..10 {
+        pods.patch_status(
+            pod,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "phase": phase, "reason": reason } })),
+        )
+        .await
+        .expect("pod phase patch");
+        let mut held = 0;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            match pods.get_opt(pod).await.expect("read the Pod") {
+                None => return,
+                Some(p) if p.uid() != uid || p.metadata.deletion_timestamp.is_some() => return,
+                Some(p) if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(phase) => held += 1,
+                Some(_) => break,
+            }
+        }
+        if held == 5 {
+            return;
+        }
+    }
+    panic!("Pod {pod} never stayed {phase}: something keeps writing its phase back");
 }
 
 /// Creates a WhatsAppSession named `name` with `spec`.
