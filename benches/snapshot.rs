@@ -141,14 +141,14 @@ fn main() {
     let whole = median(5, || {
         Segment::compress(&all_body);
     });
-    let mut after_change = |gzip: &dyn Fn(&Snapshot)| {
-        gzip(&fleet.snapshot());
+    let mut after_change = |serve: &dyn Fn(&Snapshot)| {
+        serve(&fleet.snapshot());
         median(21, || {
             version += 1;
             let changed = session(n / 2, version);
             session_writer.apply_watcher_event(&Event::Apply(changed.clone()));
             stores.changed(&ObjectRef::from_obj(&changed));
-            gzip(&fleet.snapshot());
+            serve(&fleet.snapshot());
         })
     };
     let gzip_change = after_change(&|s| {
@@ -156,6 +156,9 @@ fn main() {
     });
     let metrics_gzip_change = after_change(&|s| {
         s.metrics_gzip(true);
+    });
+    let metrics_text_change = after_change(&|s| {
+        s.metrics_text(true);
     });
 
     println!("## Read paths alone (`cargo bench --bench snapshot`), N = {n} sessions, median\n");
@@ -176,6 +179,10 @@ fn main() {
         "| render the fleet's `/metrics` families ({} KiB) | {} |",
         metrics_len / 1024,
         ms(render)
+    );
+    println!(
+        "| the fleet's `/metrics` families as text after one session changed (kept blocks, derive included) | {} |",
+        ms(metrics_text_change)
     );
     println!(
         "| gzip `/sessions/all` ({} KiB), every block | {} |",

@@ -5,10 +5,13 @@
 //! disagree. Rows go in blocks by id range (ids are handed out by a counter, so a block is
 //! a stable, contiguous run of the sorted fleet); a block's text depends only on its rows,
 //! and a row is replaced, never mutated, when its session changes. A gzip body after one
-//! change therefore compresses one block per section again, not the fleet.
+//! change therefore compresses one block per section again, not the fleet, and `/metrics`
+//! as text renders one block per metric family again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 
 use crate::fleet::Row;
 use crate::gzip::Segment;
@@ -57,32 +60,63 @@ impl Sink for Plain {
 /// an address).
 type BlockKey = (u8, Box<[u64]>);
 
-/// The compressed blocks of the last body written, for the next one to reuse.
-#[derive(Default)]
-pub struct Blocks {
-    kept: HashMap<BlockKey, Arc<Segment>>,
-    /// Blocks compressed so far, for tests and benchmarks.
-    compressed: u64,
+/// What a block becomes in a body: its text, or its text compressed.
+pub trait Piece: Clone {
+    fn make(text: String) -> Self;
 }
 
-impl Blocks {
-    pub fn compressed(&self) -> u64 {
-        self.compressed
+impl Piece for Bytes {
+    fn make(text: String) -> Self {
+        Bytes::from(text)
     }
 }
 
-/// The body compressed, piece by piece.
-pub struct Gzip<'a> {
-    /// Reused and updated, or `None` to compress every block (a body served once).
-    blocks: Option<&'a mut Blocks>,
-    /// This body's blocks: what the next body may reuse.
-    used: HashMap<BlockKey, Arc<Segment>>,
-    pending: String,
-    pieces: Vec<Arc<Segment>>,
+impl Piece for Arc<Segment> {
+    fn make(text: String) -> Self {
+        Arc::new(Segment::compress(text.as_bytes()))
+    }
 }
 
-impl<'a> Gzip<'a> {
-    pub fn new(blocks: Option<&'a mut Blocks>) -> Self {
+/// The blocks of the last body written, for the next one to reuse.
+pub struct Blocks<P> {
+    kept: HashMap<BlockKey, P>,
+    /// Blocks made so far, for tests and benchmarks.
+    made: u64,
+}
+
+impl<P> Default for Blocks<P> {
+    fn default() -> Self {
+        Self {
+            kept: HashMap::new(),
+            made: 0,
+        }
+    }
+}
+
+impl<P> Blocks<P> {
+    pub fn made(&self) -> u64 {
+        self.made
+    }
+}
+
+/// A body made of pieces, each block's piece reused from the last body when its rows are
+/// the same.
+pub struct Reusing<'a, P> {
+    /// Reused and updated, or `None` to make every block (a body served once).
+    blocks: Option<&'a mut Blocks<P>>,
+    /// This body's blocks: what the next body may reuse.
+    used: HashMap<BlockKey, P>,
+    pending: String,
+    pieces: Vec<P>,
+}
+
+/// The body compressed, piece by piece.
+pub type Gzip<'a> = Reusing<'a, Arc<Segment>>;
+/// The body as text, copied from the blocks of the last one where they are unchanged.
+pub type Text<'a> = Reusing<'a, Bytes>;
+
+impl<'a, P: Piece> Reusing<'a, P> {
+    pub fn new(blocks: Option<&'a mut Blocks<P>>) -> Self {
         Self {
             blocks,
             used: HashMap::new(),
@@ -93,23 +127,39 @@ impl<'a> Gzip<'a> {
 
     fn flush_text(&mut self) {
         if !self.pending.is_empty() {
-            self.pieces
-                .push(Arc::new(Segment::compress(self.pending.as_bytes())));
-            self.pending.clear();
+            self.pieces.push(P::make(std::mem::take(&mut self.pending)));
         }
     }
 
-    /// The body as one piece; the blocks it did not use are forgotten.
-    pub fn finish(mut self) -> Segment {
+    /// The body's pieces in order; the blocks it did not use are forgotten.
+    pub fn pieces(mut self) -> Vec<P> {
         self.flush_text();
         if let Some(blocks) = self.blocks {
             blocks.kept = self.used;
         }
-        Segment::join(self.pieces.iter().map(|p| &**p))
+        self.pieces
     }
 }
 
-impl Sink for Gzip<'_> {
+impl Gzip<'_> {
+    /// The body as one piece.
+    pub fn finish(self) -> Segment {
+        Segment::join(self.pieces().iter().map(|p| &**p))
+    }
+}
+
+impl Text<'_> {
+    pub fn finish(self) -> Bytes {
+        let pieces = self.pieces();
+        let mut body = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+        for piece in &pieces {
+            body.extend_from_slice(piece);
+        }
+        body.freeze()
+    }
+}
+
+impl<P: Piece> Sink for Reusing<'_, P> {
     fn text(&mut self, text: &str) {
         self.pending.push_str(text);
     }
@@ -122,9 +172,9 @@ impl Sink for Gzip<'_> {
             let mut text = String::new();
             render(&mut text);
             if let Some(blocks) = self.blocks.as_mut() {
-                blocks.compressed += 1;
+                blocks.made += 1;
             }
-            Arc::new(Segment::compress(text.as_bytes()))
+            P::make(text)
         });
         if self.blocks.is_some() {
             self.used.insert(key, piece.clone());

@@ -18,7 +18,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::view::{SessionView, session_view};
-use crate::body::{Blocks, Gzip, Plain, Sink, blocks};
+use crate::body::{Blocks, Gzip, Plain, Sink, Text, blocks};
 use crate::changes::ChangeFeed;
 use crate::crd::WhatsAppSession;
 use crate::gzip::{self, Segment};
@@ -78,9 +78,21 @@ impl List {
     }
 }
 
-/// The compressed blocks kept for the next gzip body: one set per list, one for `/metrics`.
-type Compressed = [Mutex<Blocks>; List::COUNT + 1];
+/// Blocks kept for the next body. Compressed: one set per list, one for `/metrics`. As
+/// text: `/metrics` only, whose fleet families take milliseconds to render at fleet scale,
+/// where a list's text is assembled faster than it is sent.
+#[derive(Default)]
+struct Kept {
+    compressed: [Mutex<Blocks<Arc<Segment>>>; List::COUNT + 1],
+    metrics_text: Mutex<Blocks<Bytes>>,
+}
 const METRICS_BLOCKS: usize = List::COUNT;
+
+/// A panic while rendering leaves at worst blocks to be made again, so a poisoned lock is
+/// still usable.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The fleet at one version of the stores.
 pub struct Snapshot {
@@ -92,11 +104,11 @@ pub struct Snapshot {
     /// The fleet's metric families, without and with the per-session series.
     metrics: [OnceLock<Bytes>; 2],
     gzip_metrics: [OnceLock<Segment>; 2],
-    compressed: Arc<Compressed>,
+    kept: Arc<Kept>,
 }
 
 impl Snapshot {
-    fn new(version: u64, rows: Vec<Arc<Row>>, compressed: Arc<Compressed>) -> Self {
+    fn new(version: u64, rows: Vec<Arc<Row>>, kept: Arc<Kept>) -> Self {
         Self {
             version,
             rows,
@@ -104,14 +116,13 @@ impl Snapshot {
             gzip_bodies: Default::default(),
             metrics: Default::default(),
             gzip_metrics: Default::default(),
-            compressed,
+            kept,
         }
     }
 
-    /// The kept blocks of one body. A panic while compressing leaves at worst blocks to be
-    /// compressed again, so a poisoned lock is still usable.
-    fn blocks(&self, index: usize) -> std::sync::MutexGuard<'_, Blocks> {
-        self.compressed[index].lock().unwrap_or_else(|e| e.into_inner())
+    /// The kept compressed blocks of one body.
+    fn blocks(&self, index: usize) -> std::sync::MutexGuard<'_, Blocks<Arc<Segment>>> {
+        locked(&self.kept.compressed[index])
     }
 
     /// Every row, sorted by id (then namespace, sessionId and object name, so the order stays
@@ -149,10 +160,10 @@ impl Snapshot {
     pub fn metrics_text(&self, per_session: bool) -> Bytes {
         self.metrics[usize::from(per_session)]
             .get_or_init(|| {
-                let capacity = if per_session { self.rows.len() * 900 } else { 1024 };
-                let mut sink = Plain(String::with_capacity(capacity));
+                let mut blocks = per_session.then(|| locked(&self.kept.metrics_text));
+                let mut sink = Text::new(blocks.as_deref_mut());
                 crate::metrics::render_fleet(&mut sink, &self.rows, per_session);
-                Bytes::from(sink.0)
+                sink.finish()
             })
             .clone()
     }
@@ -172,7 +183,12 @@ impl Snapshot {
 
     /// Blocks compressed so far for each list and for `/metrics`, for tests and benchmarks.
     pub fn blocks_compressed(&self) -> [u64; List::COUNT + 1] {
-        std::array::from_fn(|i| self.blocks(i).compressed())
+        std::array::from_fn(|i| self.blocks(i).made())
+    }
+
+    /// Blocks of `/metrics` rendered as text so far, for tests and benchmarks.
+    pub fn metrics_blocks_rendered(&self) -> u64 {
+        locked(&self.kept.metrics_text).made()
     }
 }
 
@@ -182,7 +198,11 @@ fn plain_list<'a>(list: List, rows: impl Iterator<Item = &'a Arc<Row>>) -> Bytes
     Bytes::from(sink.0)
 }
 
-fn gzip_list<'a>(list: List, rows: impl Iterator<Item = &'a Arc<Row>>, blocks: Option<&mut Blocks>) -> Bytes {
+fn gzip_list<'a>(
+    list: List,
+    rows: impl Iterator<Item = &'a Arc<Row>>,
+    blocks: Option<&mut Blocks<Arc<Segment>>>,
+) -> Bytes {
     let mut sink = Gzip::new(blocks);
     write_list(&mut sink, list, rows);
     gzip::member_bytes(&sink.finish())
@@ -218,7 +238,7 @@ pub struct Fleet {
     stores: Stores,
     changes: Arc<ChangeFeed>,
     cache: Arc<Mutex<Cache>>,
-    compressed: Arc<Compressed>,
+    kept: Arc<Kept>,
 }
 
 #[derive(Default)]
@@ -265,7 +285,7 @@ impl Fleet {
             changes: Arc::new(stores.subscribe_changes()),
             stores,
             cache: Default::default(),
-            compressed: Default::default(),
+            kept: Default::default(),
         }
     }
 
@@ -294,7 +314,7 @@ impl Fleet {
             }
         }
         let rows = cache.sorted.iter().map(|r| r.0.clone()).collect();
-        let snapshot = Arc::new(Snapshot::new(version, rows, self.compressed.clone()));
+        let snapshot = Arc::new(Snapshot::new(version, rows, self.kept.clone()));
         cache.snapshot = Some(snapshot.clone());
         snapshot
     }
@@ -507,8 +527,15 @@ mod tests {
         out.into()
     }
 
+    /// The fleet's metric families rendered straight from the rows, every block anew.
+    fn plain_metrics(snapshot: &Snapshot, per_session: bool) -> Bytes {
+        let mut sink = Plain::default();
+        crate::metrics::render_fleet(&mut sink, snapshot.rows(), per_session);
+        Bytes::from(sink.0)
+    }
+
     #[test]
-    fn after_one_change_a_gzip_body_compresses_one_block_per_section_again() {
+    fn after_one_change_the_kept_bodies_make_one_block_per_section_again() {
         let mut f = fixture();
         let sessions: Vec<WhatsAppSession> = (1..=1000)
             .map(|i| session("ns", &format!("s{i}"), i, StoredStatus::Connected, &i.to_string()))
@@ -525,27 +552,35 @@ mod tests {
                 );
             }
             let metrics = gzip::member_bytes(&snapshot.metrics_gzip(true));
-            assert_eq!(gunzip(&metrics), snapshot.metrics_text(true));
-            snapshot.blocks_compressed()
+            assert_eq!(gunzip(&metrics), plain_metrics(snapshot, true));
+            assert_eq!(snapshot.metrics_text(true), plain_metrics(snapshot, true));
+            let [active, connected, all, metrics] = snapshot.blocks_compressed();
+            [
+                active,
+                connected,
+                all,
+                metrics,
+                snapshot.metrics_blocks_rendered(),
+            ]
         };
         // 1,000 ids are 8 blocks. No Pods: the active list is empty, and /metrics has three
-        // per-session families (no start times).
+        // per-session families (no start times), compressed and as text.
         let first = fleet.snapshot();
-        assert_eq!(compress_all(&first), [0, 8, 8, 3 * 8]);
-        // Served again: nothing compressed.
-        assert_eq!(compress_all(&fleet.snapshot()), [0, 8, 8, 3 * 8]);
+        assert_eq!(compress_all(&first), [0, 8, 8, 3 * 8, 3 * 8]);
+        // Served again: nothing made.
+        assert_eq!(compress_all(&fleet.snapshot()), [0, 8, 8, 3 * 8, 3 * 8]);
 
         let changed = session("ns", "s500", 500, StoredStatus::Authenticated, "1001");
         f.sessions.apply_watcher_event(&Event::Apply(changed.clone()));
         f.stores.changed(&key(&changed));
-        assert_eq!(compress_all(&fleet.snapshot()), [0, 9, 9, 3 * 9]);
+        assert_eq!(compress_all(&fleet.snapshot()), [0, 9, 9, 3 * 9, 3 * 9]);
 
         // Leaving the connected list changes that list's block and the fleet's, as before.
         let gone = session("ns", "s1", 1, StoredStatus::LoggedOut, "1002");
         f.sessions.apply_watcher_event(&Event::Apply(gone.clone()));
         f.stores.changed(&key(&gone));
         let after = fleet.snapshot();
-        assert_eq!(compress_all(&after), [0, 10, 10, 3 * 10]);
+        assert_eq!(compress_all(&after), [0, 10, 10, 3 * 10, 3 * 10]);
         let connected: serde_json::Value =
             serde_json::from_slice(&gunzip(&after.list_gzip(List::Connected, None))).unwrap();
         assert_eq!(connected["count"], 999);
@@ -718,7 +753,14 @@ mod tests {
                         "step {step}"
                     );
                 }
-                assert_eq!(kept.metrics_text(true), fresh.metrics_text(true), "step {step}");
+                // /metrics as text, from blocks kept since earlier steps.
+                for per_session in [true, false] {
+                    assert_eq!(
+                        kept.metrics_text(per_session),
+                        plain_metrics(&fresh, per_session),
+                        "step {step}"
+                    );
+                }
                 // The gzip bodies, built from blocks kept since earlier steps, hold the same.
                 for list in [List::Active, List::Connected, List::All] {
                     assert_eq!(
