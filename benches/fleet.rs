@@ -291,6 +291,9 @@ async fn time_gets(url: &str, n: usize, gzip: bool) -> (Vec<f64>, usize) {
     (sorted(ms), size)
 }
 
+/// Scrapes timed per figure: enough for the p99 to be one of a hundred, not the slowest.
+const SCRAPES: usize = 100;
+
 /// The pause of a paced wrk client between an answer and its next request.
 const PACE_MS: u32 = 50;
 
@@ -587,7 +590,7 @@ async fn main() {
     }
     // Each scrape waits out a few changes first, so each one renders the fleet again.
     let mut churned_metrics = [Vec::new(), Vec::new()];
-    for _ in 0..20 {
+    for _ in 0..SCRAPES {
         for gzip in [false, true] {
             tokio::time::sleep(Duration::from_millis(150)).await;
             churned_metrics[usize::from(gzip)].extend(time_gets(&format!("{base}/metrics"), 1, gzip).await.0);
@@ -603,7 +606,7 @@ async fn main() {
     // Plain, then gzip: (sorted ms, bytes sent).
     let mut op_metrics = Vec::new();
     for gzip in [false, true] {
-        op_metrics.push(time_gets(&format!("{base}/metrics"), 20, gzip).await);
+        op_metrics.push(time_gets(&format!("{base}/metrics"), SCRAPES, gzip).await);
     }
     let op_rss = rss_mib(op_pid, "VmRSS:");
     let op_hwm = rss_mib(op_pid, "VmHWM:");
@@ -650,7 +653,7 @@ async fn main() {
         }
         let mut ksm_times = Vec::new();
         for gzip in [false, true] {
-            ksm_times.push(time_gets(&url, 20, gzip).await);
+            ksm_times.push(time_gets(&url, SCRAPES, gzip).await);
         }
         let ksm_rss = rss_mib(ksm.0.id(), "VmRSS:");
         ksm_row = Some((ksm_times, ksm_rss));

@@ -116,7 +116,7 @@ fn main() {
         // A namespace filter is assembled on every request: the uncached cost.
         snapshot.list_body(List::All, Some("bench"));
     });
-    let metrics_len = snapshot.metrics_text(true).len();
+    let metrics_len: usize = snapshot.metrics_text(true).iter().map(|c| c.len()).sum();
     let render = median(11, || {
         let mut out = Plain::default();
         whatsapp_operator::metrics::render_fleet(&mut out, snapshot.rows(), true);

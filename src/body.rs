@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::fleet::Row;
 use crate::gzip::Segment;
@@ -145,17 +145,6 @@ impl Gzip<'_> {
     /// The body as one piece.
     pub fn finish(self) -> Segment {
         Segment::join(self.pieces().iter().map(|p| &**p))
-    }
-}
-
-impl Text<'_> {
-    pub fn finish(self) -> Bytes {
-        let pieces = self.pieces();
-        let mut body = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
-        for piece in &pieces {
-            body.extend_from_slice(piece);
-        }
-        body.freeze()
     }
 }
 

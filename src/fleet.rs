@@ -101,8 +101,9 @@ pub struct Snapshot {
     /// Unfiltered list bodies, rendered on first use, as they are and as gzip members.
     bodies: [OnceLock<Bytes>; List::COUNT],
     gzip_bodies: [OnceLock<Bytes>; List::COUNT],
-    /// The fleet's metric families, without and with the per-session series.
-    metrics: [OnceLock<Bytes>; 2],
+    /// The fleet's metric families, without and with the per-session series, in chunks that
+    /// are the kept blocks themselves (sent as they are, never copied into one buffer).
+    metrics: [OnceLock<Vec<Bytes>>; 2],
     gzip_metrics: [OnceLock<Segment>; 2],
     kept: Arc<Kept>,
 }
@@ -156,14 +157,15 @@ impl Snapshot {
         }
     }
 
-    /// The fleet's metric families in the Prometheus text format (see `metrics`).
-    pub fn metrics_text(&self, per_session: bool) -> Bytes {
+    /// The fleet's metric families in the Prometheus text format (see `metrics`), in chunks
+    /// to be sent in order.
+    pub fn metrics_text(&self, per_session: bool) -> Vec<Bytes> {
         self.metrics[usize::from(per_session)]
             .get_or_init(|| {
                 let mut blocks = per_session.then(|| locked(&self.kept.metrics_text));
                 let mut sink = Text::new(blocks.as_deref_mut());
                 crate::metrics::render_fleet(&mut sink, &self.rows, per_session);
-                sink.finish()
+                sink.pieces()
             })
             .clone()
     }
@@ -553,7 +555,10 @@ mod tests {
             }
             let metrics = gzip::member_bytes(&snapshot.metrics_gzip(true));
             assert_eq!(gunzip(&metrics), plain_metrics(snapshot, true));
-            assert_eq!(snapshot.metrics_text(true), plain_metrics(snapshot, true));
+            assert_eq!(
+                snapshot.metrics_text(true).concat(),
+                plain_metrics(snapshot, true)
+            );
             let [active, connected, all, metrics] = snapshot.blocks_compressed();
             [
                 active,
@@ -598,7 +603,7 @@ mod tests {
         let again = fleet.snapshot();
         assert!(Arc::ptr_eq(&first, &again));
         assert_eq!(again.list_body(List::All, None).as_ptr(), body.as_ptr());
-        assert_eq!(again.metrics_text(true).as_ptr(), metrics.as_ptr());
+        assert_eq!(again.metrics_text(true)[0].as_ptr(), metrics[0].as_ptr());
 
         f.sessions
             .apply_watcher_event(&Event::Apply(session("ns", "a", 1, StoredStatus::Connected, "2")));
@@ -608,7 +613,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&changed.list_body(List::All, None)).unwrap();
         assert_eq!(json["data"][0]["status"], "connected");
         assert!(
-            std::str::from_utf8(&changed.metrics_text(true))
+            std::str::from_utf8(&changed.metrics_text(true).concat())
                 .unwrap()
                 .contains("whatsapp_sessions_stored{status=\"connected\"} 1")
         );
@@ -756,7 +761,7 @@ mod tests {
                 // /metrics as text, from blocks kept since earlier steps.
                 for per_session in [true, false] {
                     assert_eq!(
-                        kept.metrics_text(per_session),
+                        kept.metrics_text(per_session).concat(),
                         plain_metrics(&fresh, per_session),
                         "step {step}"
                     );
@@ -779,7 +784,7 @@ mod tests {
                 for per_session in [true, false] {
                     assert_eq!(
                         gunzip(&gzip::member_bytes(&kept.metrics_gzip(per_session))),
-                        fresh.metrics_text(per_session),
+                        plain_metrics(&fresh, per_session),
                         "step {step}"
                     );
                 }

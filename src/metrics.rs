@@ -145,8 +145,10 @@ impl Metrics {
     /// derived from the stores' current snapshot, so a deleted session's series are gone at
     /// the next scrape and nothing goes stale. The fleet's part is rendered once per snapshot
     /// and shared by every scrape until the stores change.
-    pub fn render(&self, fleet: &Snapshot) -> [Bytes; 2] {
-        [Bytes::from(self.own()), fleet.metrics_text(self.per_session)]
+    pub fn render(&self, fleet: &Snapshot) -> Vec<Bytes> {
+        let mut chunks = vec![Bytes::from(self.own())];
+        chunks.extend(fleet.metrics_text(self.per_session));
+        chunks
     }
 
     /// `render` as one gzip member, in chunks: the operator's own metrics are compressed per
@@ -337,8 +339,8 @@ mod tests {
     fn scrape_with(stores: &Stores, per_session: bool) -> String {
         let mut metrics = Metrics::new();
         metrics.per_session = per_session;
-        let [own, fleet] = metrics.render(&Fleet::new(stores.clone()).snapshot());
-        String::from_utf8([own, fleet].concat()).unwrap()
+        let chunks = metrics.render(&Fleet::new(stores.clone()).snapshot());
+        String::from_utf8(chunks.concat()).unwrap()
     }
 
     fn scrape(stores: &Stores) -> String {

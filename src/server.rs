@@ -95,7 +95,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     let chunks = if gzip {
         state.metrics.render_gzip(&snapshot)
     } else {
-        state.metrics.render(&snapshot).to_vec()
+        state.metrics.render(&snapshot)
     };
     let body = Body::from_stream(futures::stream::iter(
         chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
