@@ -21,7 +21,8 @@ use crate::ids::IdAllocator;
 use crate::memory::Memory;
 use crate::plan::{DeleteReason, PlanInput, PodAction, StatusInput, desired_status, facts_after, plan_pod};
 use crate::resources::{
-    PodDefaults, desired_pod, desired_pvc, pod_name, pod_spec_hash, pvc_name, reclaim_policy,
+    PodDefaults, desired_pod, desired_pvc, is_controlled_by, pod_name, pod_spec_hash, pvc_name,
+    reclaim_policy,
 };
 use crate::states::{PodFacts, StoredStatus};
 use crate::worker_pod::WorkerPod;
@@ -129,7 +130,7 @@ async fn apply(cached: &WhatsAppSession, ctx: &Context) -> Result<Action> {
     let pod = ctx.pods.get(&ObjectRef::new(&pod_name(session)).within(&ns));
     // A Pod of an earlier session with the same name is not ours to manage; wait for the
     // garbage collector to remove it.
-    if let Some(p) = pod.as_deref().filter(|p| !is_owned_by(*p, &uid)) {
+    if let Some(p) = pod.as_deref().filter(|p| !is_controlled_by(*p, &uid)) {
         debug!(pod = %p.name_any(), "Pod belongs to another object; waiting");
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
@@ -215,12 +216,6 @@ fn highest_id(sessions: &Store<WhatsAppSession>) -> i64 {
         .filter_map(|s| s.status.as_ref()?.id)
         .max()
         .unwrap_or(0)
-}
-
-fn is_owned_by<P: Resource>(pod: &P, uid: &str) -> bool {
-    pod.owner_references()
-        .iter()
-        .any(|o| o.uid == uid && o.controller == Some(true))
 }
 
 async fn ensure_pvc(session: &WhatsAppSession, ns: &str, ctx: &Context) -> Result<()> {
@@ -370,7 +365,7 @@ async fn cleanup(session: &WhatsAppSession, ctx: &Context) -> Result<Action> {
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(pod) = pods.get_opt(&pod_name(session)).await?
-        && is_owned_by(&pod, &session.uid().unwrap_or_default())
+        && is_controlled_by(&pod, &session.uid().unwrap_or_default())
     {
         delete_pod(&pod.name_any(), &pod.uid().unwrap_or_default(), &ns, ctx).await?;
     }

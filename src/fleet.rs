@@ -22,7 +22,7 @@ use crate::body::{Blocks, Gzip, Plain, Sink, Text, blocks};
 use crate::changes::ChangeFeed;
 use crate::crd::WhatsAppSession;
 use crate::gzip::{self, Segment};
-use crate::resources::pod_name;
+use crate::resources::{is_controlled_by, pod_name};
 use crate::state::Stores;
 use crate::worker_pod::WorkerPod;
 
@@ -394,11 +394,8 @@ fn derive_row(session: &WhatsAppSession, pod: Option<&WorkerPod>, source: Option
 /// is not this session's.
 fn pod_of(stores: &Stores, session: &WhatsAppSession) -> Option<Arc<WorkerPod>> {
     let pod_ref = ObjectRef::new(&pod_name(session)).within(&session.namespace().unwrap_or_default());
-    stores.pods.get(&pod_ref).filter(|p| {
-        p.owner_references()
-            .iter()
-            .any(|o| Some(&o.uid) == session.metadata.uid.as_ref())
-    })
+    let uid = session.metadata.uid.as_deref()?;
+    stores.pods.get(&pod_ref).filter(|p| is_controlled_by(&**p, uid))
 }
 
 #[cfg(test)]
@@ -806,8 +803,15 @@ mod tests {
         f.sessions.apply_watcher_event(&Event::Apply(a));
         f.pods
             .apply_watcher_event(&Event::Apply(running_pod(&earlier, "Connected", "3")));
+        // A Pod that lists b among its owners without b being its controller: the controller
+        // does not manage it, so the API does not show it as b's either.
+        let b = session("ns", "b", 2, StoredStatus::Connecting, "4");
+        f.sessions.apply_watcher_event(&Event::Apply(b.clone()));
+        let mut adopted = running_pod(&b, "Connected", "5");
+        adopted.metadata.owner_references.as_mut().unwrap()[0].controller = None;
+        f.pods.apply_watcher_event(&Event::Apply(adopted));
         let snapshot = Fleet::new(f.stores.clone()).snapshot();
-        assert_eq!(snapshot.rows().len(), 1);
-        assert!(!snapshot.rows()[0].view.is_active);
+        assert_eq!(snapshot.rows().len(), 2);
+        assert!(snapshot.rows().iter().all(|r| !r.view.is_active));
     }
 }

@@ -36,6 +36,14 @@ pub struct PodDefaults {
     pub service_account: Option<String>,
 }
 
+/// Whether the session with `uid` is `obj`'s controller: the owner the operator creates its
+/// Pods with. A Pod that merely lists the session among its owners is not the session's.
+pub fn is_controlled_by<K: Resource>(obj: &K, uid: &str) -> bool {
+    obj.owner_references()
+        .iter()
+        .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
 pub fn pod_name(session: &WhatsAppSession) -> String {
     format!("wa-{}", session.name_any())
 }
