@@ -14,7 +14,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use whatsapp_operator::crd::WhatsAppSession;
-use whatsapp_operator::states::{CONNECTION_CONDITION, StoredStatus};
+use whatsapp_operator::states::{CONNECTION_CONDITION, PodFacts, StoredStatus, WorkerReport};
+use whatsapp_operator::worker_pod::WorkerPod;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -105,9 +106,10 @@ fn observe(sessions: Api<WhatsAppSession>) -> (Arc<Mutex<Observed>>, tokio::task
     (observed, task)
 }
 
-/// When a watch of the namespace's Pods first saw each Pod's Connection condition True: how
-/// long the apiserver takes to deliver a change, the first part of the status latency.
-fn observe_pods(pods: Api<Pod>) -> (Arc<Mutex<HashMap<String, Instant>>>, tokio::task::JoinHandle<()>) {
+/// When a watch of the namespace's Pods first saw each Pod report Connected, read as the
+/// operator reads it: how long the apiserver takes to deliver a change, the first part of the
+/// status latency.
+fn observe_pods(pods: Api<WorkerPod>) -> (Arc<Mutex<HashMap<String, Instant>>>, tokio::task::JoinHandle<()>) {
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
     let task = {
         let seen = seen.clone();
@@ -116,21 +118,13 @@ fn observe_pods(pods: Api<Pod>) -> (Arc<Mutex<HashMap<String, Instant>>>, tokio:
                 .default_backoff()
                 .applied_objects()
                 .for_each(|pod| {
-                    if let Ok(pod) = pod {
-                        let connected = pod
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| {
-                                cs.iter()
-                                    .any(|c| c.type_ == CONNECTION_CONDITION && c.status == "True")
-                            });
-                        if connected {
-                            seen.lock()
-                                .unwrap()
-                                .entry(pod.name_any())
-                                .or_insert_with(Instant::now);
-                        }
+                    if let Ok(pod) = pod
+                        && PodFacts::from_pod(&pod).report == Some(WorkerReport::Connected)
+                    {
+                        seen.lock()
+                            .unwrap()
+                            .entry(pod.name_any())
+                            .or_insert_with(Instant::now);
                     }
                     futures::future::ready(())
                 })
@@ -308,9 +302,13 @@ fn wrk(url: &str, key: &str, connections: u32, gzip: bool, pace_ms: Option<u32>)
         "-d10s",
         "--latency",
     ]);
-    let script = tempfile::NamedTempFile::new().unwrap();
-    if let Some(ms) = pace_ms {
+    // Kept until wrk has run.
+    let script = pace_ms.map(|ms| {
+        let script = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(script.path(), format!("function delay() return {ms} end\n")).unwrap();
+        script
+    });
+    if let Some(script) = &script {
         cmd.arg("-s").arg(script.path());
     }
     if gzip {
@@ -455,7 +453,7 @@ async fn main() {
 
     // 2. Condition change -> status written, once the plane has settled from the ramp (the
     // scheduler and controller-manager finish their retries after the last Pod runs).
-    let (pod_seen, pod_watch) = observe_pods(pods.clone());
+    let (pod_seen, pod_watch) = observe_pods(Api::namespaced(client.clone(), &ns));
     let quiet_before_changes = wait_quiet(apiserver_pid).await;
     eprintln!(
         "apiserver at {:.0} % of a core before the condition changes",
@@ -529,9 +527,9 @@ async fn main() {
             part(&|name, (t, _)| since(pod_seen.get(&format!("wa-{name}")), t)),
         )
     };
-    let (lat50, lat99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
     let p50_99 = |v: &[f64]| (percentile(v, 50.0), percentile(v, 99.0));
-    let ((ans50, ans99), (del50, del99)) = (p50_99(&answered), p50_99(&delivered));
+    let ((lat50, lat99), (ans50, ans99), (del50, del99)) =
+        (p50_99(&latencies), p50_99(&answered), p50_99(&delivered));
     eprintln!(
         "status written after a condition change: p50 {lat50:.0} ms, p99 {lat99:.0} ms ({} of {changes} \
          sent in {sent_in:.1} s); Pod patch answered p50 {ans50:.0} / p99 {ans99:.0} ms, seen by a watch \

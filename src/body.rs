@@ -112,7 +112,7 @@ pub struct Reusing<'a, P> {
 
 /// The body compressed, piece by piece.
 pub type Gzip<'a> = Reusing<'a, Arc<Segment>>;
-/// The body as text, copied from the blocks of the last one where they are unchanged.
+/// The body as text, sharing the blocks of the last one where they are unchanged.
 pub type Text<'a> = Reusing<'a, Bytes>;
 
 impl<'a, P: Piece> Reusing<'a, P> {
