@@ -56,9 +56,17 @@ impl Sink for Plain {
     }
 }
 
-/// A block: its section and its rows, each named by its serial number (never reused, unlike
-/// an address).
-type BlockKey = (u8, Box<[u64]>);
+/// Where a block sits in a body: its section and its id range (a body has one block there
+/// at most).
+type Place = (u8, i64);
+
+/// A block kept where it sat: the rows it was made from, each named by its serial number
+/// (never reused, unlike an address), and what it became. Looked up by place and checked by
+/// comparing serials, so an unchanged block costs no allocation and no hashing of its rows.
+struct Kept<P> {
+    serials: Box<[u64]>,
+    piece: P,
+}
 
 /// What a block becomes in a body: its text, or its text compressed.
 pub trait Piece: Clone {
@@ -77,9 +85,15 @@ impl Piece for Arc<Segment> {
     }
 }
 
+fn rendered<P: Piece>(render: impl FnOnce(&mut String)) -> P {
+    let mut text = String::new();
+    render(&mut text);
+    P::make(text)
+}
+
 /// The blocks of the last body written, for the next one to reuse.
 pub struct Blocks<P> {
-    kept: HashMap<BlockKey, P>,
+    kept: HashMap<Place, Kept<P>>,
     /// Blocks made so far, for tests and benchmarks.
     made: u64,
 }
@@ -105,7 +119,7 @@ pub struct Reusing<'a, P> {
     /// Reused and updated, or `None` to make every block (a body served once).
     blocks: Option<&'a mut Blocks<P>>,
     /// This body's blocks: what the next body may reuse.
-    used: HashMap<BlockKey, P>,
+    used: HashMap<Place, Kept<P>>,
     pending: String,
     pieces: Vec<P>,
 }
@@ -155,19 +169,26 @@ impl<P: Piece> Sink for Reusing<'_, P> {
 
     fn block(&mut self, section: u8, rows: &[&Arc<Row>], render: impl FnOnce(&mut String)) {
         self.flush_text();
-        let key: BlockKey = (section, rows.iter().map(|r| r.serial).collect());
-        let kept = self.blocks.as_mut().and_then(|b| b.kept.get(&key).cloned());
-        let piece = kept.unwrap_or_else(|| {
-            let mut text = String::new();
-            render(&mut text);
-            if let Some(blocks) = self.blocks.as_mut() {
+        let Some(blocks) = self.blocks.as_deref_mut() else {
+            self.pieces.push(rendered(render));
+            return;
+        };
+        let place = (
+            section,
+            rows.first().map_or(0, |r| r.view.id.div_euclid(BLOCK_IDS)),
+        );
+        let kept = blocks
+            .kept
+            .remove(&place)
+            .filter(|k| k.serials.iter().eq(rows.iter().map(|r| &r.serial)))
+            .unwrap_or_else(|| {
                 blocks.made += 1;
-            }
-            P::make(text)
-        });
-        if self.blocks.is_some() {
-            self.used.insert(key, piece.clone());
-        }
-        self.pieces.push(piece);
+                Kept {
+                    serials: rows.iter().map(|r| r.serial).collect(),
+                    piece: rendered(render),
+                }
+            });
+        self.pieces.push(kept.piece.clone());
+        self.used.insert(place, kept);
     }
 }
