@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 # shellcheck source=hack/cluster/lib.sh
 . hack/cluster/lib.sh
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+hack/deps.sh bench
 
 cargo build --release --quiet
 ksm=$(hack/tools.sh kube-state-metrics)

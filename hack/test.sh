@@ -4,6 +4,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+hack/deps.sh test
 
 started_here=0
 if ! hack/cluster/status.sh >/dev/null 2>&1; then

@@ -9,6 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 start=$SECONDS
+"$here/../deps.sh" plane
 "$here/build.sh"
 
 if plane_healthy; then
