@@ -35,7 +35,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = server::listen(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     info!(addr = %args.listen, "HTTP server listening");
