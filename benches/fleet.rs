@@ -385,13 +385,17 @@ struct UnderChurn {
     scrapes: [Scrapes; 2],
     /// Pod changes a second while the scrapes ran.
     scrape_flips: f64,
+    /// % of the CPUs' time the host stole while the scrapes ran.
+    scrape_stolen: f64,
+    /// The scrapes' tries the host stole more from, as text for the report.
+    scrape_retries: String,
 }
 
 /// One wrk load of `/sessions/all` while Pods change.
 struct ChurnLoad {
     connections: u32,
     gzip: bool,
-    figures: Wrk,
+    figures: Tries,
     /// Pod changes a second meanwhile.
     flips: f64,
 }
@@ -412,7 +416,7 @@ async fn under_churn(pods: &Api<Pod>, names: &[String], base: &str, key: &str, o
     let mut wrk_rows = Vec::new();
     for (connections, gzip) in [(1, false), (16, true)] {
         let since = now(&done);
-        let figures = wrk(&format!("{base}/sessions/all"), key, connections, gzip, None);
+        let figures = wrk_tries(&format!("{base}/sessions/all"), key, connections, gzip, None);
         let flips = rate_since(&done, since);
         eprintln!(
             "/sessions/all x{connections} {} while the fleet changes ({flips:.1}/s): {figures}",
@@ -425,7 +429,45 @@ async fn under_churn(pods: &Api<Pod>, names: &[String], base: &str, key: &str, o
             flips,
         });
     }
-    let since = now(&done);
+    // The scrapes as a whole, like a wrk load, are measured again while the host steals
+    // more than STEAL_LIMIT; the try it stole least from is kept.
+    let mut tries = Vec::new();
+    while tries.len() < TRIES {
+        let (since, ticks) = (now(&done), cpu_ticks());
+        let scrapes = scrapes_after_changes(base, op_pid).await;
+        let (flips, stolen) = (rate_since(&done, since), stolen_since(ticks));
+        eprintln!("{flips:.1} Pod changes a second during the scrapes; the host stole {stolen:.1} %");
+        tries.push((scrapes, flips, stolen));
+        if stolen <= STEAL_LIMIT {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    flipping.await.unwrap();
+    tries.sort_by(|a, b| a.2.total_cmp(&b.2));
+    let mut tries = tries.into_iter();
+    let (scrapes, scrape_flips, scrape_stolen) = tries.next().unwrap();
+    let scrape_retries = tries
+        .map(|(s, _, stolen)| {
+            let [plain, gzip] = s.map(|s| {
+                let ms = s.ms();
+                format!("{:.1} / {:.1}", percentile(&ms, 50.0), percentile(&ms, 99.0))
+            });
+            format!(" (another try, the host stealing {stolen:.1} %: plain {plain}, gzip {gzip} ms)")
+        })
+        .collect();
+    UnderChurn {
+        wrk: wrk_rows,
+        scrapes,
+        scrape_flips,
+        scrape_stolen,
+        scrape_retries,
+    }
+}
+
+/// `SCRAPES` scrapes of `/metrics` in each encoding, each after a few Pod changes: how long
+/// each took, and what ran and waited meanwhile.
+async fn scrapes_after_changes(base: &str, op_pid: u32) -> [Scrapes; 2] {
     let me = std::process::id();
     let mut scrapes: [Scrapes; 2] = Default::default();
     for _ in 0..SCRAPES {
@@ -455,15 +497,7 @@ async fn under_churn(pods: &Api<Pod>, names: &[String], base: &str, key: &str, o
             s.at(99.0),
         );
     }
-    let scrape_flips = rate_since(&done, since);
-    stop.store(true, Ordering::Relaxed);
-    flipping.await.unwrap();
-    eprintln!("{scrape_flips:.1} Pod changes a second during the scrapes");
-    UnderChurn {
-        wrk: wrk_rows,
-        scrapes,
-        scrape_flips,
-    }
+    scrapes
 }
 
 fn free_port() -> u16 {
@@ -574,6 +608,45 @@ impl std::fmt::Display for Wrk {
             self.rps, self.p50, self.p99, self.max, self.stolen
         )
     }
+}
+
+/// The host's steal, in % of the CPUs' time, above which a wrk load is measured again: this
+/// virtual machine's host at times takes a quarter of its two cores for seconds (26.7 % during
+/// one 10 s load on 2026-12-01), and what wrk measures then is the host.
+const STEAL_LIMIT: f64 = 5.0;
+
+/// wrk loads in all, at most, while the host steals more than `STEAL_LIMIT`.
+const TRIES: usize = 3;
+
+/// Every try of one wrk load, the one the host stole least from first: that one is judged,
+/// and the others are reported beside it.
+struct Tries(Vec<Wrk>);
+
+impl Tries {
+    fn best(&self) -> Wrk {
+        self.0[0]
+    }
+}
+
+impl std::fmt::Display for Tries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.best())?;
+        for other in &self.0[1..] {
+            write!(f, " (another try: {other})")?;
+        }
+        Ok(())
+    }
+}
+
+/// `wrk`, run again while the host stole more than `STEAL_LIMIT` during it, up to `TRIES`.
+fn wrk_tries(url: &str, key: &str, connections: u32, gzip: bool, pace_ms: Option<u32>) -> Tries {
+    let mut tries = vec![wrk(url, key, connections, gzip, pace_ms)];
+    while tries.len() < TRIES && tries.iter().all(|t| t.stolen > STEAL_LIMIT) {
+        eprintln!("  the host stole {:.1} %; again", tries[tries.len() - 1].stolen);
+        tries.push(wrk(url, key, connections, gzip, pace_ms));
+    }
+    tries.sort_by(|a, b| a.stolen.total_cmp(&b.stolen));
+    Tries(tries)
 }
 
 fn wrk(url: &str, key: &str, connections: u32, gzip: bool, pace_ms: Option<u32>) -> Wrk {
@@ -859,7 +932,7 @@ async fn main() {
         };
         for &(connections, pace) in loads {
             for gzip in [false, true] {
-                let figures = wrk(&format!("{base}{path}"), key, connections, gzip, pace);
+                let figures = wrk_tries(&format!("{base}{path}"), key, connections, gzip, pace);
                 eprintln!(
                     "{path} x{connections} {}{}: {figures}",
                     encoding(gzip),
@@ -1090,7 +1163,7 @@ async fn main() {
             ),
             figures.to_string(),
             if judged { "p99 < 20 ms" } else { "" },
-            !judged || figures.p99 < 20.0,
+            !judged || figures.best().p99 < 20.0,
         );
     }
     let mut op_p50 = [0.0; 2];
@@ -1139,7 +1212,7 @@ async fn main() {
                 ),
                 format!("{figures} ({flips:.1}/s)"),
                 if judged { "p99 < 20 ms" } else { "" },
-                !judged || figures.p99 < 20.0,
+                !judged || figures.best().p99 < 20.0,
             );
         }
         for (gzip, scrapes) in [false, true].into_iter().zip(&phase.scrapes) {
@@ -1148,10 +1221,13 @@ async fn main() {
             row(
                 &mut md,
                 &format!(
-                    "operator `/metrics`, {}: p50 / p99, each scrape after changes, while {CHURN} Pod changes/s are sent; {how} (changes the apiserver took a second)",
+                    "operator `/metrics`, {}: p50 / p99, each scrape after changes, while {CHURN} Pod changes/s are sent; {how} (changes the apiserver took a second; CPU the host stole)",
                     encoding(gzip)
                 ),
-                format!("{c50:.1} / {c99:.1} ms ({:.1}/s)", phase.scrape_flips),
+                format!(
+                    "{c50:.1} / {c99:.1} ms ({:.1}/s; host stole {:.1} %){}",
+                    phase.scrape_flips, phase.scrape_stolen, phase.scrape_retries
+                ),
                 if judged { "< 50 ms" } else { "" },
                 !judged || c99 < 50.0,
             );
