@@ -325,15 +325,18 @@ fn set_nice(pids: &[u32], nice: i32) -> Option<&'static str> {
     }
 }
 
-/// One scrape of `/metrics`, in ms: how long it took and, meanwhile, the operator's CPU time,
-/// its run-queue wait, the scraper's (this process's) run-queue wait and the CPU time the
-/// host stole from the machine (in /proc/stat's 10 ms steps).
+/// One scrape of `/metrics`, in ms: how long it took and, meanwhile, the operator's CPU time
+/// and run-queue wait, the scraper's (this process's, with its watches and the Pod changes)
+/// CPU time and run-queue wait, the plane's CPU time, and the CPU time the host stole from
+/// the machine (in /proc/stat's 10 ms steps): who held the two cores.
 #[derive(Clone, Copy, Default)]
 struct Scrape {
     ms: f64,
     op_cpu: f64,
     op_wait: f64,
+    client_cpu: f64,
     client_wait: f64,
+    plane_cpu: f64,
     stolen: f64,
 }
 
@@ -353,7 +356,9 @@ impl Scrapes {
             ms: sum(|s| s.ms),
             op_cpu: sum(|s| s.op_cpu),
             op_wait: sum(|s| s.op_wait),
+            client_cpu: sum(|s| s.client_cpu),
             client_wait: sum(|s| s.client_wait),
+            plane_cpu: sum(|s| s.plane_cpu),
             stolen: sum(|s| s.stolen),
         }
     }
@@ -371,8 +376,8 @@ impl std::fmt::Display for Scrape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:.1} / {:.1} / {:.1} / {:.0} ms",
-            self.op_cpu, self.op_wait, self.client_wait, self.stolen
+            "{:.1} / {:.1} / {:.1} / {:.1} / {:.1} / {:.0} ms",
+            self.op_cpu, self.op_wait, self.client_cpu, self.client_wait, self.plane_cpu, self.stolen
         )
     }
 }
@@ -408,7 +413,14 @@ fn rate_since(done: &AtomicUsize, (count, when): (usize, Instant)) -> f64 {
 /// Loads `/sessions/all` with wrk, then scrapes `/metrics`, while the Pods of `names` change.
 /// Every read after a change derives what changed; each scrape waits out a few changes first,
 /// so each one renders the fleet's changed blocks again.
-async fn under_churn(pods: &Api<Pod>, names: &[String], base: &str, key: &str, op_pid: u32) -> UnderChurn {
+async fn under_churn(
+    pods: &Api<Pod>,
+    names: &[String],
+    base: &str,
+    key: &str,
+    op_pid: u32,
+    plane: &[u32],
+) -> UnderChurn {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
     let flipping = churn(pods.clone(), names.to_vec(), CHURN, stop.clone(), done.clone());
@@ -434,7 +446,7 @@ async fn under_churn(pods: &Api<Pod>, names: &[String], base: &str, key: &str, o
     let mut tries = Vec::new();
     while tries.len() < TRIES {
         let (since, ticks) = (now(&done), cpu_ticks());
-        let scrapes = scrapes_after_changes(base, op_pid).await;
+        let scrapes = scrapes_after_changes(base, op_pid, plane).await;
         let (flips, stolen) = (rate_since(&done, since), stolen_since(ticks));
         eprintln!("{flips:.1} Pod changes a second during the scrapes; the host stole {stolen:.1} %");
         tries.push((scrapes, flips, stolen));
@@ -467,20 +479,23 @@ async fn under_churn(pods: &Api<Pod>, names: &[String], base: &str, key: &str, o
 
 /// `SCRAPES` scrapes of `/metrics` in each encoding, each after a few Pod changes: how long
 /// each took, and what ran and waited meanwhile.
-async fn scrapes_after_changes(base: &str, op_pid: u32) -> [Scrapes; 2] {
+async fn scrapes_after_changes(base: &str, op_pid: u32, plane: &[u32]) -> [Scrapes; 2] {
     let me = std::process::id();
     let mut scrapes: [Scrapes; 2] = Default::default();
     for _ in 0..SCRAPES {
         for gzip in [false, true] {
             tokio::time::sleep(Duration::from_millis(150)).await;
-            let (op0, client0, ticks) = (sched_ms(op_pid), sched_ms(me), cpu_ticks());
+            let plane_ms = || plane.iter().map(|pid| sched_ms(*pid).0).sum::<f64>();
+            let (plane0, op0, client0, ticks) = (plane_ms(), sched_ms(op_pid), sched_ms(me), cpu_ticks());
             let (ms, _) = time_gets(&format!("{base}/metrics"), 1, gzip).await;
-            let (op1, client1, ticks1) = (sched_ms(op_pid), sched_ms(me), cpu_ticks());
+            let (op1, client1, ticks1, plane1) = (sched_ms(op_pid), sched_ms(me), cpu_ticks(), plane_ms());
             scrapes[usize::from(gzip)].0.push(Scrape {
                 ms: ms[0],
                 op_cpu: op1.0 - op0.0,
                 op_wait: op1.1 - op0.1,
+                client_cpu: client1.0 - client0.0,
                 client_wait: client1.1 - client0.1,
+                plane_cpu: plane1 - plane0,
                 // USER_HZ is 100 on Linux: a tick is 10 ms.
                 stolen: ticks1.0.saturating_sub(ticks.0) as f64 * 10.0,
             });
@@ -490,7 +505,7 @@ async fn scrapes_after_changes(base: &str, op_pid: u32) -> [Scrapes; 2] {
         s.0.sort_by(|a, b| a.ms.total_cmp(&b.ms));
         let ms = s.ms();
         eprintln!(
-            "/metrics after changes: p50 {:.1} ms, p99 {:.1} ms; operator on a CPU / waiting / scraper waiting / stolen: mean {}, at p99 {}",
+            "/metrics after changes: p50 {:.1} ms, p99 {:.1} ms; operator on a CPU / waiting, scraper on a CPU / waiting, plane on a CPU, stolen: mean {}, at p99 {}",
             percentile(&ms, 50.0),
             percentile(&ms, 99.0),
             s.mean(),
@@ -537,11 +552,64 @@ async fn time_gets(url: &str, n: usize, gzip: bool) -> (Vec<f64>, usize) {
     (sorted(ms), size)
 }
 
-/// `SCRAPES` timed GETs of an unchanged fleet: after one untimed GET, which renders (or, in
-/// gzip, compresses) what changed since the last GET in that encoding.
-async fn time_unchanged(url: &str, gzip: bool) -> (Vec<f64>, usize) {
+/// `SCRAPES` timed GETs of an unchanged fleet, in one encoding.
+struct Unchanged {
+    /// Sorted ms.
+    ms: Vec<f64>,
+    /// Body bytes as sent.
+    size: usize,
+    /// % of the CPUs' time the host stole meanwhile.
+    stolen: f64,
+    /// Tries the host stole more from: (p50, p99, stolen).
+    others: Vec<(f64, f64, f64)>,
+}
+
+impl std::fmt::Display for Unchanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (p50, p99) = (percentile(&self.ms, 50.0), percentile(&self.ms, 99.0));
+        write!(
+            f,
+            "{p50:.1} / {p99:.1} ms ({} KiB); host stole {:.1} %",
+            self.size / 1024,
+            self.stolen
+        )?;
+        for (p50, p99, stolen) in &self.others {
+            write!(
+                f,
+                " (another try: {p50:.1} / {p99:.1} ms; host stole {stolen:.1} %)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `SCRAPES` timed GETs of an unchanged fleet, after one untimed GET, which renders (or, in
+/// gzip, compresses) what changed since the last GET in that encoding; measured again, like a
+/// wrk load, while the host steals more than `STEAL_LIMIT`.
+async fn time_unchanged(url: &str, gzip: bool) -> Unchanged {
     time_gets(url, 1, gzip).await;
-    time_gets(url, SCRAPES, gzip).await
+    let mut tries = Vec::new();
+    while tries.len() < TRIES {
+        let ticks = cpu_ticks();
+        let (ms, size) = time_gets(url, SCRAPES, gzip).await;
+        let stolen = stolen_since(ticks);
+        tries.push((ms, size, stolen));
+        if stolen <= STEAL_LIMIT {
+            break;
+        }
+        eprintln!("  the host stole {stolen:.1} %; again");
+    }
+    tries.sort_by(|a, b| a.2.total_cmp(&b.2));
+    let mut tries = tries.into_iter();
+    let (ms, size, stolen) = tries.next().unwrap();
+    Unchanged {
+        ms,
+        size,
+        stolen,
+        others: tries
+            .map(|(ms, _, stolen)| (percentile(&ms, 50.0), percentile(&ms, 99.0), stolen))
+            .collect(),
+    }
 }
 
 /// Scrapes timed per figure: enough for the p99 to be one of a hundred, not the slowest.
@@ -905,12 +973,12 @@ async fn main() {
     // priority: what running beside the whole control plane costs.
     let flipped: Vec<String> = running.iter().take(200).cloned().collect();
     wait_quiet(apiserver_pid).await;
-    let shared = under_churn(&pods, &flipped, &base, key, op_pid).await;
+    let plane_only: Vec<u32> = plane.iter().map(|(_, pid)| *pid).collect();
+    let shared = under_churn(&pods, &flipped, &base, key, op_pid, &plane_only).await;
 
     // From here on the plane runs at a lower priority, so the read paths (and
     // kube-state-metrics') are first in line for a CPU, as when the control plane runs on
     // machines of its own.
-    let plane_only: Vec<u32> = plane.iter().map(|(_, pid)| *pid).collect();
     let niced = set_nice(&plane_only, PLANE_NICE);
     eprintln!("plane reniced to {PLANE_NICE}: {niced:?}");
 
@@ -943,7 +1011,7 @@ async fn main() {
         }
     }
     // The same while the fleet changes.
-    let apart = under_churn(&pods, &flipped, &base, key, op_pid).await;
+    let apart = under_churn(&pods, &flipped, &base, key, op_pid, &plane_only).await;
 
     // 5. /metrics, and kube-state-metrics side by side.
     wait_quiet(apiserver_pid).await;
@@ -1167,8 +1235,8 @@ async fn main() {
         );
     }
     let mut op_p50 = [0.0; 2];
-    for (gzip, (times, size)) in [false, true].into_iter().zip(&op_metrics) {
-        let (m50, m99) = (percentile(times, 50.0), percentile(times, 99.0));
+    for (gzip, timed) in [false, true].into_iter().zip(&op_metrics) {
+        let (m50, m99) = (percentile(&timed.ms, 50.0), percentile(&timed.ms, 99.0));
         op_p50[usize::from(gzip)] = m50;
         row(
             &mut md,
@@ -1176,7 +1244,7 @@ async fn main() {
                 "operator `/metrics`, {}: p50 / p99 (bytes sent), fleet unchanged",
                 encoding(gzip)
             ),
-            format!("{m50:.1} / {m99:.1} ms ({} KiB)", size / 1024),
+            timed.to_string(),
             "< 50 ms",
             m99 < 50.0,
         );
@@ -1234,7 +1302,7 @@ async fn main() {
             row(
                 &mut md,
                 &format!(
-                    "of which ({}), mean per scrape, and in the scrape at the p99: the operator on a CPU / the operator waiting for one / the scraper waiting for one / CPU time the host stole",
+                    "of which ({}), mean per scrape, and in the scrape at the p99: the operator on a CPU / the operator waiting for one / the scraper on a CPU / the scraper waiting for one / the plane on a CPU / CPU time the host stole",
                     encoding(gzip)
                 ),
                 format!("mean {}; p99 scrape {}", scrapes.mean(), scrapes.at(99.0)),
@@ -1244,15 +1312,15 @@ async fn main() {
         }
     }
     if let Some((times, rss)) = &ksm_row {
-        for (gzip, (times, size)) in [false, true].into_iter().zip(times) {
-            let (k50, k99) = (percentile(times, 50.0), percentile(times, 99.0));
+        for (gzip, timed) in [false, true].into_iter().zip(times) {
+            let k50 = percentile(&timed.ms, 50.0);
             row(
                 &mut md,
                 &format!(
                     "kube-state-metrics `/metrics`, {}: p50 / p99 (bytes sent)",
                     encoding(gzip)
                 ),
-                format!("{k50:.1} / {k99:.1} ms ({} KiB)", size / 1024),
+                timed.to_string(),
                 "",
                 true,
             );
