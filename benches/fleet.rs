@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -221,7 +221,7 @@ fn churn(
     pods: Api<Pod>,
     names: Vec<String>,
     per_second: u32,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     done: Arc<AtomicUsize>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -421,14 +421,14 @@ async fn under_churn(
     op_pid: u32,
     plane: &[u32],
 ) -> UnderChurn {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
     let flipping = churn(pods.clone(), names.to_vec(), CHURN, stop.clone(), done.clone());
     let now = |done: &AtomicUsize| (done.load(Ordering::Relaxed), Instant::now());
     let mut wrk_rows = Vec::new();
     for (connections, gzip) in [(1, false), (16, true)] {
         let since = now(&done);
-        let figures = wrk_tries(&format!("{base}/sessions/all"), key, connections, gzip, None);
+        let figures = wrk_tries(&format!("{base}/sessions/all"), key, connections, gzip, None).await;
         let flips = rate_since(&done, since);
         eprintln!(
             "/sessions/all x{connections} {} while the fleet changes ({flips:.1}/s): {figures}",
@@ -441,27 +441,24 @@ async fn under_churn(
             flips,
         });
     }
-    // The scrapes as a whole, like a wrk load, are measured again while the host steals
-    // more than STEAL_LIMIT; the try it stole least from is kept.
-    let mut tries = Vec::new();
-    while tries.len() < TRIES {
-        let (since, ticks) = (now(&done), cpu_ticks());
-        let scrapes = scrapes_after_changes(base, op_pid, plane).await;
-        let (flips, stolen) = (rate_since(&done, since), stolen_since(ticks));
-        eprintln!("{flips:.1} Pod changes a second during the scrapes; the host stole {stolen:.1} %");
-        tries.push((scrapes, flips, stolen));
-        if stolen <= STEAL_LIMIT || tries.len() == TRIES {
-            break;
+    // The scrapes as a whole, like a wrk load, are measured again while the host steals.
+    let tries = least_stolen(|| {
+        let done = &done;
+        async move {
+            let since = now(done);
+            let scrapes = scrapes_after_changes(base, op_pid, plane).await;
+            let flips = rate_since(done, since);
+            eprintln!("{flips:.1} Pod changes a second during the scrapes");
+            (scrapes, flips)
         }
-        tokio::task::spawn_blocking(wait_host_quiet).await.unwrap();
-    }
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     flipping.await.unwrap();
-    tries.sort_by(|a, b| a.2.total_cmp(&b.2));
     let mut tries = tries.into_iter();
-    let (scrapes, scrape_flips, scrape_stolen) = tries.next().unwrap();
+    let ((scrapes, scrape_flips), scrape_stolen) = tries.next().unwrap();
     let scrape_retries = tries
-        .map(|(s, _, stolen)| {
+        .map(|((s, _), stolen)| {
             let [plain, gzip] = s.map(|s| {
                 let ms = s.ms();
                 format!("{:.1} / {:.1}", percentile(&ms, 50.0), percentile(&ms, 99.0))
@@ -486,11 +483,11 @@ async fn scrapes_after_changes(base: &str, op_pid: u32, plane: &[u32]) -> [Scrap
     // by one untimed scrape.
     let http = reqwest::Client::new();
     time_gets(&http, &format!("{base}/metrics"), 1, false).await;
+    let plane_ms = || plane.iter().map(|pid| sched_ms(*pid).0).sum::<f64>();
     let mut scrapes: [Scrapes; 2] = Default::default();
     for _ in 0..SCRAPES {
         for gzip in [false, true] {
             tokio::time::sleep(Duration::from_millis(150)).await;
-            let plane_ms = || plane.iter().map(|pid| sched_ms(*pid).0).sum::<f64>();
             let (plane0, op0, client0, ticks) = (plane_ms(), sched_ms(op_pid), sched_ms(me), cpu_ticks());
             let (ms, _) = time_gets(&http, &format!("{base}/metrics"), 1, gzip).await;
             let (op1, client1, ticks1, plane1) = (sched_ms(op_pid), sched_ms(me), cpu_ticks(), plane_ms());
@@ -591,29 +588,18 @@ impl std::fmt::Display for Unchanged {
 /// gzip, compresses) what changed since the last GET in that encoding; measured again, like a
 /// wrk load, while the host steals more than `STEAL_LIMIT`.
 async fn time_unchanged(url: &str, gzip: bool) -> Unchanged {
-    let http = reqwest::Client::new();
-    time_gets(&http, url, 1, gzip).await;
-    let mut tries = Vec::new();
-    while tries.len() < TRIES {
-        let ticks = cpu_ticks();
-        let (ms, size) = time_gets(&http, url, SCRAPES, gzip).await;
-        let stolen = stolen_since(ticks);
-        tries.push((ms, size, stolen));
-        if stolen <= STEAL_LIMIT || tries.len() == TRIES {
-            break;
-        }
-        eprintln!("  the host stole {stolen:.1} %; again");
-        tokio::task::spawn_blocking(wait_host_quiet).await.unwrap();
-    }
-    tries.sort_by(|a, b| a.2.total_cmp(&b.2));
-    let mut tries = tries.into_iter();
-    let (ms, size, stolen) = tries.next().unwrap();
+    let http = &reqwest::Client::new();
+    time_gets(http, url, 1, gzip).await;
+    let mut tries = least_stolen(|| time_gets(http, url, SCRAPES, gzip))
+        .await
+        .into_iter();
+    let ((ms, size), stolen) = tries.next().unwrap();
     Unchanged {
         ms,
         size,
         stolen,
         others: tries
-            .map(|(ms, _, stolen)| (percentile(&ms, 50.0), percentile(&ms, 99.0), stolen))
+            .map(|((ms, _), stolen)| (percentile(&ms, 50.0), percentile(&ms, 99.0), stolen))
             .collect(),
     }
 }
@@ -624,8 +610,6 @@ const SCRAPES: usize = 100;
 /// The pause of a paced wrk client between an answer and its next request.
 const PACE_MS: u32 = 50;
 
-/// wrk against one path with `connections` clients, asking for gzip if `gzip`: (req/s, p50
-/// ms, p99 ms). Each client asks again as soon as it has its answer, or `pace_ms` after it.
 /// What the host's hypervisor took: (stolen, all) CPU ticks so far, from /proc/stat. This
 /// machine is a virtual one; time stolen from its two cores stalls whatever ran on them.
 fn cpu_ticks() -> (u64, u64) {
@@ -663,50 +647,51 @@ fn duration_ms(v: &str) -> f64 {
     }
 }
 
-/// What wrk measured, and what the host stole meanwhile.
-#[derive(Debug, Clone, Copy)]
+/// What wrk measured.
 struct Wrk {
     rps: f64,
     p50: f64,
     p99: f64,
     max: f64,
-    /// % of the CPUs' time stolen by the host while wrk ran.
-    stolen: f64,
 }
 
 impl std::fmt::Display for Wrk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:.0} req/s, {:.2} / {:.2} / {:.1} ms; host stole {:.1} %",
-            self.rps, self.p50, self.p99, self.max, self.stolen
+            "{:.0} req/s, {:.2} / {:.2} / {:.1} ms",
+            self.rps, self.p50, self.p99, self.max
         )
     }
 }
 
-/// The host's steal, in % of the CPUs' time, above which a wrk load is measured again: this
+/// The host's steal, in % of the CPUs' time, above which a load is measured again: this
 /// virtual machine's host at times takes a quarter of its two cores for seconds (26.7 % during
 /// one 10 s load on 2026-12-01), and what wrk measures then is the host.
 const STEAL_LIMIT: f64 = 5.0;
 
-/// wrk loads in all, at most, while the host steals more than `STEAL_LIMIT`.
+/// Tries of one load in all, at most, while the host steals more than `STEAL_LIMIT`.
 const TRIES: usize = 3;
 
-/// Every try of one wrk load, the one the host stole least from first: that one is judged,
-/// and the others are reported beside it.
-struct Tries(Vec<Wrk>);
+/// Every try of one wrk load with the host's steal during it, the one it stole least from
+/// first: that one is judged, and the others are reported beside it.
+struct Tries(Vec<(Wrk, f64)>);
 
 impl Tries {
-    fn best(&self) -> Wrk {
-        self.0[0]
+    fn best(&self) -> &Wrk {
+        &self.0[0].0
     }
 }
 
 impl std::fmt::Display for Tries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.best())?;
-        for other in &self.0[1..] {
-            write!(f, " (another try: {other})")?;
+        for (i, (wrk, stolen)) in self.0.iter().enumerate() {
+            let (open, close) = if i == 0 {
+                ("", "")
+            } else {
+                (" (another try: ", ")")
+            };
+            write!(f, "{open}{wrk}; host stole {stolen:.1} %{close}")?;
         }
         Ok(())
     }
@@ -728,18 +713,34 @@ fn wait_host_quiet() -> f64 {
     stolen
 }
 
-/// `wrk`, run again while the host stole more than `STEAL_LIMIT` during it, up to `TRIES`.
-fn wrk_tries(url: &str, key: &str, connections: u32, gzip: bool, pace_ms: Option<u32>) -> Tries {
-    let mut tries = vec![wrk(url, key, connections, gzip, pace_ms)];
-    while tries.len() < TRIES && tries.iter().all(|t| t.stolen > STEAL_LIMIT) {
-        eprintln!("  the host stole {:.1} %; again", tries[tries.len() - 1].stolen);
-        wait_host_quiet();
-        tries.push(wrk(url, key, connections, gzip, pace_ms));
+/// Measures with `measure`, and again while the host stole more than `STEAL_LIMIT` of the
+/// CPUs' time during it (up to `TRIES` in all, each after `wait_host_quiet`): every try with
+/// the steal during it, in %, the one it stole least from first. The choice between tries
+/// looks at the steal only, never at what was measured.
+async fn least_stolen<T, Fut: Future<Output = T>>(mut measure: impl FnMut() -> Fut) -> Vec<(T, f64)> {
+    let mut tries = Vec::new();
+    loop {
+        let ticks = cpu_ticks();
+        let value = measure().await;
+        let stolen = stolen_since(ticks);
+        tries.push((value, stolen));
+        if stolen <= STEAL_LIMIT || tries.len() == TRIES {
+            break;
+        }
+        eprintln!("  the host stole {stolen:.1} %; again");
+        tokio::task::spawn_blocking(wait_host_quiet).await.unwrap();
     }
-    tries.sort_by(|a, b| a.stolen.total_cmp(&b.stolen));
-    Tries(tries)
+    tries.sort_by(|a, b| a.1.total_cmp(&b.1));
+    tries
 }
 
+/// `wrk`, measured again while the host steals (`least_stolen`).
+async fn wrk_tries(url: &str, key: &str, connections: u32, gzip: bool, pace_ms: Option<u32>) -> Tries {
+    Tries(least_stolen(|| async { wrk(url, key, connections, gzip, pace_ms) }).await)
+}
+
+/// wrk against one path with `connections` clients, asking for gzip if `gzip`. Each client
+/// asks again as soon as it has its answer, or `pace_ms` after it.
 fn wrk(url: &str, key: &str, connections: u32, gzip: bool, pace_ms: Option<u32>) -> Wrk {
     let threads = connections.min(2);
     let mut cmd = Command::new("wrk");
@@ -761,12 +762,10 @@ fn wrk(url: &str, key: &str, connections: u32, gzip: bool, pace_ms: Option<u32>)
     if gzip {
         cmd.args(["-H", "Accept-Encoding: gzip"]);
     }
-    let ticks = cpu_ticks();
     let out = cmd
         .args(["-H", &format!("Authorization: Bearer {key}"), url])
         .output()
         .expect("wrk (apt-get install wrk)");
-    let stolen = stolen_since(ticks);
     let text = String::from_utf8_lossy(&out.stdout);
     let ms = |label: &str| {
         text.lines()
@@ -790,7 +789,6 @@ fn wrk(url: &str, key: &str, connections: u32, gzip: bool, pace_ms: Option<u32>)
         p50: ms("50%"),
         p99: ms("99%"),
         max,
-        stolen,
     }
 }
 
@@ -1023,7 +1021,7 @@ async fn main() {
         };
         for &(connections, pace) in loads {
             for gzip in [false, true] {
-                let figures = wrk_tries(&format!("{base}{path}"), key, connections, gzip, pace);
+                let figures = wrk_tries(&format!("{base}{path}"), key, connections, gzip, pace).await;
                 eprintln!(
                     "{path} x{connections} {}{}: {figures}",
                     encoding(gzip),
