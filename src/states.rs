@@ -11,10 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::worker_pod::WorkerPod;
 
-/// Pod condition type through which a worker reports its connection.
-pub const CONNECTION_CONDITION: &str = "whatsapp-operator.dev/Connection";
-/// Pod condition type through which a worker reports that its device is paired.
-pub const AUTHENTICATED_CONDITION: &str = "whatsapp-operator.dev/Authenticated";
+/// What a worker says of its connection: the `reason` of its Connection condition.
+pub use whatsapp_contract::Connection as WorkerReport;
+pub use whatsapp_contract::{AUTHENTICATED_CONDITION, CONNECTION_CONDITION};
 
 /// Real-time connection status (the API's `connectionStatus`).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,31 +92,6 @@ impl fmt::Display for StoredStatus {
 impl fmt::Display for ConnectionStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// What a worker says of its connection: the `reason` of its Connection condition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WorkerReport {
-    Connecting,
-    Connected,
-    Authenticated,
-    Disconnected,
-    Closing,
-    LoggedOut,
-}
-
-impl WorkerReport {
-    pub fn parse(reason: &str) -> Option<Self> {
-        Some(match reason {
-            "Connecting" => Self::Connecting,
-            "Connected" => Self::Connected,
-            "Authenticated" => Self::Authenticated,
-            "Disconnected" => Self::Disconnected,
-            "Closing" => Self::Closing,
-            "LoggedOut" => Self::LoggedOut,
-            _ => return None,
-        })
     }
 }
 
