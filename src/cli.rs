@@ -60,7 +60,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "DEFAULT_IMAGE",
-        default_value = "ghcr.io/whatsapp-operator/worker:latest"
+        default_value = concat!("ghcr.io/whatsapp-operator/whatsapp-worker:", env!("CARGO_PKG_VERSION"))
     )]
     pub default_image: String,
 

@@ -69,8 +69,9 @@ pub struct WhatsAppSessionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// Extra environment variables for the worker container (SESSION_ID, POD_NAME and
-    /// POD_NAMESPACE are always set by the operator).
+    /// Extra environment variables for the worker container (SESSION_ID, POD_NAME,
+    /// POD_NAMESPACE, SESSION_AUTH_DIR and PAIR_PHONE_NUMBER are set by the operator and
+    /// cannot be overridden here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<EnvVar>>,
 
@@ -85,6 +86,25 @@ pub struct WhatsAppSessionSpec {
     /// Volume that keeps the pairing data across restarts and rescheduling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<SessionStorage>,
+
+    /// How a person pairs the session's device: by QR code (default) or by a pair code typed
+    /// on the phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairing: Option<SessionPairing>,
+}
+
+/// How the session's device is paired.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionPairing {
+    /// Pair by code instead of QR: the phone number of the WhatsApp account, digits only,
+    /// country code first (for example 6281234567890). The worker then shows an 8-character
+    /// code to enter under WhatsApp > Linked devices > Link with phone number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[1-9][0-9]{6,14}$')").message(
+        "spec.pairing.phoneNumber must be the phone number's digits, country code first, 7 to 15 digits without '+', spaces or dashes (for example 6281234567890)"
+    ))]
+    pub phone_number: Option<String>,
 }
 
 /// Persistent volume for the session's pairing (auth) data.

@@ -4,13 +4,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
-    SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod,
+    PodSecurityContext, PodSpec, Probe, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
+
+use whatsapp_contract::{HEALTH_PORT, LIVENESS_PATH, SHUTDOWN_BUDGET, env as worker_env};
 
 use crate::crd::{ReclaimPolicy, WhatsAppSession};
 
@@ -23,11 +27,21 @@ pub const SPEC_HASH_ANNOTATION: &str = "whatsapp-operator.dev/spec-hash";
 /// Label selector of everything the operator manages.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=whatsapp-operator";
 
-/// Where the worker finds its pairing data.
-pub const AUTH_MOUNT_PATH: &str = "/var/lib/whatsapp/auth";
+pub use whatsapp_contract::AUTH_MOUNT_PATH;
 const DEFAULT_STORAGE_SIZE: &str = "1Gi";
 /// Non-root ids for the restricted Pod Security profile; fsGroup makes the volume writable.
 const WORKER_UID: i64 = 65532;
+/// Time the kubelet gives a stopping worker before killing it: the worker's own shutdown
+/// budget (report Closing, flush the store) and a margin.
+const GRACE_PERIOD_SECONDS: i64 = SHUTDOWN_BUDGET.as_secs() as i64 + 5;
+/// Environment variables of the worker contract; the session's `env` cannot replace them.
+const CONTRACT_ENV: [&str; 5] = [
+    worker_env::SESSION_ID,
+    worker_env::POD_NAME,
+    worker_env::POD_NAMESPACE,
+    worker_env::SESSION_AUTH_DIR,
+    worker_env::PAIR_PHONE_NUMBER,
+];
 
 /// Operator-wide settings that shape every session's Pod.
 #[derive(Clone, Debug)]
@@ -88,28 +102,27 @@ fn field_env(name: &str, path: &str) -> EnvVar {
 /// never be two Pods for one session.
 pub fn desired_pod(session: &WhatsAppSession, defaults: &PodDefaults) -> Pod {
     let spec = &session.spec;
+    let value_env = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..Default::default()
+    };
     let mut env = vec![
-        EnvVar {
-            name: "SESSION_ID".into(),
-            value: Some(session.session_id()),
-            ..Default::default()
-        },
-        field_env("POD_NAME", "metadata.name"),
-        field_env("POD_NAMESPACE", "metadata.namespace"),
-        EnvVar {
-            name: "SESSION_AUTH_DIR".into(),
-            value: Some(AUTH_MOUNT_PATH.into()),
-            ..Default::default()
-        },
+        value_env(worker_env::SESSION_ID, session.session_id()),
+        field_env(worker_env::POD_NAME, "metadata.name"),
+        field_env(worker_env::POD_NAMESPACE, "metadata.namespace"),
+        value_env(worker_env::SESSION_AUTH_DIR, AUTH_MOUNT_PATH.into()),
     ];
-    // User entries come after ours so theirs cannot silently replace the contract's variables:
-    // Kubernetes keeps the last duplicate, so drop user duplicates of ours instead.
-    let ours: Vec<String> = env.iter().map(|e| e.name.clone()).collect();
+    if let Some(phone) = spec.pairing.as_ref().and_then(|p| p.phone_number.clone()) {
+        env.push(value_env(worker_env::PAIR_PHONE_NUMBER, phone));
+    }
+    // Kubernetes keeps the last of duplicate names, so the session's entries that name a
+    // contract variable are dropped rather than allowed to replace ours.
     env.extend(
         spec.env
             .iter()
             .flatten()
-            .filter(|e| !ours.contains(&e.name))
+            .filter(|e| !CONTRACT_ENV.contains(&e.name.as_str()))
             .cloned(),
     );
 
@@ -130,6 +143,25 @@ pub fn desired_pod(session: &WhatsAppSession, defaults: &PodDefaults) -> Pod {
                 ..Default::default()
             },
         ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("health".into()),
+            container_port: i32::from(HEALTH_PORT),
+            ..Default::default()
+        }]),
+        // The worker answers while its event loop turns; a wedged worker is restarted (the
+        // Pod fails, and the operator replaces it with backoff).
+        liveness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some(LIVENESS_PATH.into()),
+                port: IntOrString::String("health".into()),
+                ..Default::default()
+            }),
+            initial_delay_seconds: Some(10),
+            period_seconds: Some(20),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Default::default()
+        }),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -148,6 +180,7 @@ pub fn desired_pod(session: &WhatsAppSession, defaults: &PodDefaults) -> Pod {
         // The operator, not the kubelet, restarts a dead worker: it counts restarts, backs off,
         // and does not restart a session that was logged out.
         restart_policy: Some("Never".into()),
+        termination_grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
         service_account_name: defaults.service_account.clone(),
         node_selector: spec.node_selector.clone(),
         tolerations: spec.tolerations.clone(),
@@ -345,6 +378,48 @@ mod tests {
         let spec = pod.spec.unwrap();
         assert_eq!(spec.containers[0].image.as_deref(), Some("custom:2"));
         assert_eq!(spec.node_selector.unwrap()["type"], "kwok");
+    }
+
+    #[test]
+    fn pairing_phone_reaches_the_worker_only_through_spec_pairing() {
+        let plain = desired_pod(&session(Default::default()), &defaults());
+        assert!(env_of(&plain).iter().all(|e| e.name != "PAIR_PHONE_NUMBER"));
+        let spec = WhatsAppSessionSpec {
+            pairing: Some(crate::crd::SessionPairing {
+                phone_number: Some("6281234567890".into()),
+            }),
+            env: Some(vec![EnvVar {
+                name: "PAIR_PHONE_NUMBER".into(),
+                value: Some("15550000000".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let env = env_of(&desired_pod(&session(spec), &defaults()));
+        let phones: Vec<_> = env.iter().filter(|e| e.name == "PAIR_PHONE_NUMBER").collect();
+        assert_eq!(phones.len(), 1);
+        assert_eq!(phones[0].value.as_deref(), Some("6281234567890"));
+    }
+
+    #[test]
+    fn the_pod_gives_the_worker_time_to_shut_down_and_probes_its_liveness() {
+        let spec = desired_pod(&session(Default::default()), &defaults())
+            .spec
+            .unwrap();
+        let grace = spec.termination_grace_period_seconds.unwrap();
+        assert!(grace as u64 > SHUTDOWN_BUDGET.as_secs(), "{grace}");
+        let container = &spec.containers[0];
+        let probe = container
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(probe.path.as_deref(), Some(LIVENESS_PATH));
+        let port = &container.ports.as_ref().unwrap()[0];
+        assert_eq!(probe.port, IntOrString::String(port.name.clone().unwrap()));
+        assert_eq!(port.container_port, i32::from(HEALTH_PORT));
     }
 
     #[test]

@@ -51,8 +51,12 @@ async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
 
     common::create_session(&sessions, "s1", json!({})).await;
     common::create_session(&sessions, "s2", json!({})).await;
+    common::create_session(&sessions, "w", json!({})).await;
     common::running_pod(&pods, "wa-s1").await;
     common::running_pod(&pods, "wa-s2").await;
+    common::running_pod(&pods, "wa-w").await;
+    // A worker whose reports fall into the outage.
+    let worker = common::start_worker(&pods, "wa-w", false);
     common::report(&pods, "wa-s1", "Connected", "", Some(false)).await;
     let before = common::wait_for("s1 connected in the API", T, || async {
         let (_, body) = get(&op, "/sessions/all").await;
@@ -61,7 +65,7 @@ async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
             .as_array()?
             .iter()
             .any(|d| d["sessionId"] == "s1" && d["status"] == "connected");
-        (connected && v["count"] == 2).then_some(v)
+        (connected && v["count"] == 3).then_some(v)
     })
     .await;
 
@@ -72,6 +76,11 @@ async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
         .unwrap();
     component("stop", "kube-apiserver");
     let down = Instant::now();
+    worker.script.send(whatsapp_worker::link::LinkEvent::QrCode {
+        code: "2@during-the-outage".into(),
+        valid_for: Duration::from_secs(60),
+    });
+    worker.script.send(whatsapp_worker::link::LinkEvent::Paired);
     let mut unreachable_seen = false;
     while down.elapsed() < Duration::from_secs(30) {
         let (status, body) = get(&op, "/sessions/all").await;
@@ -98,6 +107,19 @@ async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
         (p.uid() != lost).then_some(())
     })
     .await;
+    common::wait_for(
+        "the worker's last report written once the apiserver is back",
+        T,
+        || async {
+            let st = sessions.get("w").await.ok()?.status?;
+            let authenticated = st.status == Some(StoredStatus::Authenticated)
+                && st.connection_status == Some(ConnectionStatus::Authenticated)
+                && st.is_authenticated == Some(true);
+            authenticated.then_some(())
+        },
+    )
+    .await;
+    drop(worker);
     common::create_session(&sessions, "s3", json!({})).await;
     common::wait_for("s3 has its Pod", T, || async { pods.get("wa-s3").await.ok() }).await;
     common::wait_for("s2's restart counted, s3 has an id", T, || async {
