@@ -10,7 +10,7 @@ cd "$root"
 . hack/cluster/lib.sh
 hack/deps.sh bench
 
-cargo build --release --quiet
+cargo build --release --quiet -p whatsapp-operator
 ksm=$(hack/tools.sh kube-state-metrics)
 # A fresh, empty plane: every figure starts from nothing.
 hack/cluster/down.sh
@@ -20,7 +20,7 @@ eval "$(hack/cluster/env.sh)"
 "$KUBECTL" apply --server-side -f crds/ >/dev/null
 "$KUBECTL" wait --for condition=Established crd/whatsappsessions.whatsapp-operator.dev --timeout=30s >/dev/null
 
-BENCH_OPERATOR=$root/target/release/whatsapp-operator \
+BENCH_OPERATOR=${CARGO_TARGET_DIR:-$root/target}/release/whatsapp-operator \
 BENCH_PLANE_PIDS=$(for c in kube-apiserver etcd kube-controller-manager kube-scheduler kwok; do printf '%s=%s ' "$c" "$(cat "$(pid_file "$c")")"; done) \
 BENCH_KSM=$ksm \
 BENCH_OUT=${BENCH_OUT:-$root/docs/benchmarks.md} \

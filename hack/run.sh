@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# The main job: the operator with example sessions.
-#   - With a cluster configured ($KUBECONFIG, or ~/.kube/config), it runs against that cluster.
-#   - Otherwise it starts the local control plane (hack/cluster/up.sh) and runs against it.
-# It installs the CRD, applies examples/ into namespace $WAO_DEMO_NAMESPACE (whatsapp-demo),
-# and runs the operator in the foreground on 127.0.0.1:3000 until Ctrl-C.
+# The main job: the operator with example sessions, each holding a real WhatsApp connection.
+#   - With a cluster configured ($KUBECONFIG, or ~/.kube/config), it runs against that cluster,
+#     whose kubelets run the worker image in the session Pods.
+#   - Otherwise it starts the local control plane (hack/cluster/up.sh), whose kwok Pods run no
+#     containers, and runs a whatsapp-worker host process for each session Pod (host-kubelet).
+# It installs the CRD, applies examples/sessions/ into namespace $WAO_DEMO_NAMESPACE
+# (whatsapp-demo), and runs the operator in the foreground on 127.0.0.1:3000 until Ctrl-C,
+# which stops the workers too (they report Closing).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 # shellcheck source=hack/cluster/lib.sh
 . hack/cluster/lib.sh
 
+local_plane=0
 if [ -z "${KUBECONFIG:-}" ] && [ ! -f "$HOME/.kube/config" ]; then
+  local_plane=1
   log "no cluster configured: starting the local control plane"
   hack/cluster/up.sh >/dev/null
   eval "$(hack/cluster/env.sh)"
@@ -21,7 +26,11 @@ kubectl=${KUBECTL:-$(k8s_bin_dir)/kubectl}
 [ -x "$kubectl" ] || kubectl=kubectl
 
 ns=${WAO_DEMO_NAMESPACE:-whatsapp-demo}
-cargo build --quiet
+# The operator, the worker and host-kubelet. The first build compiles whatsapp-rust (several
+# minutes on 2 cores); later ones take seconds.
+log "building (cargo build --workspace --bins)"
+cargo build --quiet --workspace --bins
+bin=${CARGO_TARGET_DIR:-$root/target}/debug
 "$kubectl" apply --server-side --field-manager whatsapp-operator-demo -f crds/
 "$kubectl" wait --for condition=Established crd/whatsappsessions.whatsapp-operator.dev --timeout=30s >/dev/null
 "$kubectl" create namespace "$ns" --dry-run=client -o yaml | "$kubectl" apply --server-side -f - >/dev/null
@@ -36,16 +45,27 @@ if [ ! -s "$key_file" ]; then
 fi
 key=$(head -n 1 "$key_file")
 
+if [ "$local_plane" = 1 ]; then
+  # Each claim's pairing data lives here, so a session stays paired across Pods and runs.
+  "$bin/host-kubelet" --namespace "$ns" --kubeconfig "$KUBECONFIG" --worker "$bin/whatsapp-worker" \
+    --auth-root "$WAO_CACHE/demo-auth" &
+  host_kubelet=$!
+  trap 'kill -TERM "$host_kubelet" 2>/dev/null; wait "$host_kubelet" 2>/dev/null' EXIT
+  workers="whatsapp-worker host processes run the session Pods; their QR codes print below"
+else
+  workers="the cluster's kubelets run the worker image in the session Pods"
+fi
+
 cat >&2 <<MSG
 
-  whatsapp-operator on http://127.0.0.1:3000 (Ctrl-C stops it)
+  whatsapp-operator on http://127.0.0.1:3000 (Ctrl-C stops it); $workers
     curl -H "Authorization: Bearer $key" http://127.0.0.1:3000/sessions/all
     curl -H "Authorization: Bearer $key" http://127.0.0.1:3000/sessions/connected
     curl http://127.0.0.1:3000/metrics
     $kubectl get whatsappsessions -n $ns
-  Act as a worker (what a real worker reports through its Pod):
-    hack/worker-report.sh $ns whatsapp-connection Connected
+  Pair a phone: scan a session's QR code below with WhatsApp > Linked devices > Link a device.
+  Without internet the sessions show DISCONNECTED with the reason.
 
 MSG
-exec ./target/debug/whatsapp-operator run --listen 127.0.0.1:3000 --api-key-file "$key_file" \
+"$bin/whatsapp-operator" run --listen 127.0.0.1:3000 --api-key-file "$key_file" \
   --operator-namespace "$ns" --namespace "$ns" "$@"

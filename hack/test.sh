@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, and integration tests against the local control plane (started
-# here if it is not running, and stopped again at the end in that case).
+# Runs every test of the workspace: unit tests, and integration tests against the local control
+# plane (started here if it is not running, and stopped again at the end in that case).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -17,6 +17,8 @@ export SCHEMATHESIS
 SCHEMATHESIS=$(hack/tools.sh schemathesis)
 [ "$started_here" = 1 ] || echo "using the running local plane (left running)" >&2
 
-cargo test "$@"
+# Every crate of the workspace: the operator, the worker (with the real whatsapp-rust client on
+# loopback), the contract they share.
+cargo test --workspace "$@"
 # Last and alone: it stops the shared apiserver for 30 s.
-cargo test --test faults "$@" -- --ignored
+cargo test -p whatsapp-operator --test faults "$@" -- --ignored
