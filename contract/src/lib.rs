@@ -3,6 +3,9 @@
 //! the operator gives the worker's container. Both binaries use this crate, so no string of
 //! the contract is written twice.
 
+#[cfg(feature = "qr")]
+pub mod qr;
+
 use std::fmt;
 use std::time::Duration;
 

@@ -10,6 +10,5 @@ pub mod run;
 #[cfg(any(test, feature = "testing"))]
 pub mod scripted;
 pub mod store;
-pub mod terminal;
 #[cfg(feature = "whatsapp")]
 pub mod whatsapp;

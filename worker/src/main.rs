@@ -13,9 +13,9 @@ use whatsapp_worker::health::{self, Heartbeat};
 use whatsapp_worker::link::Link;
 use whatsapp_worker::machine::Report;
 use whatsapp_worker::reporter::Reporter;
+use whatsapp_worker::run;
 use whatsapp_worker::store::AuthStore;
 use whatsapp_worker::whatsapp::{Options, WhatsAppLink};
-use whatsapp_worker::{run, terminal};
 
 /// Holds one WhatsApp connection for a WhatsAppSession and reports it through its own Pod's
 /// conditions. Outside a cluster give --kubeconfig and the Pod it stands for.
@@ -202,7 +202,7 @@ fn show_pairing(session: &str, report: &Report, shown: &mut Option<String>) {
     let expires = message.expires_at;
     match report.pairing {
         Pairing::QrCode => {
-            let art = terminal::qr_lines(&message.code).unwrap_or_default();
+            let art = whatsapp_contract::qr::terminal_text(&message.code).unwrap_or_default();
             eprint!(
                 "\nSession {session}: scan with WhatsApp > Linked devices > Link a device (expires {expires})\n{art}\n"
             );

@@ -1,14 +1,18 @@
-//! QR codes for a person at a terminal.
+//! A pairing QR code for a person at a terminal.
 
 use qrcode::render::unicode::Dense1x2;
 use qrcode::{EcLevel, QrCode};
 
-/// The QR code of `code` in terminal characters, black on white whatever the terminal's
-/// colours (each line sets them with ANSI escapes), with its quiet zone, two modules per
-/// character cell. Level L, as WhatsApp's own QR codes: the payload is long, and a lower
-/// level keeps the symbol small enough for a terminal.
-pub fn qr_lines(code: &str) -> Option<String> {
-    let qr = QrCode::with_error_correction_level(code.as_bytes(), EcLevel::L).ok()?;
+/// Error correction of WhatsApp's own pairing QR codes (and of the terminal QR codes its
+/// libraries print): the payload is long, and a lower level keeps the symbol small enough for a
+/// terminal and quick to scan from a screen.
+pub const EC_LEVEL: EcLevel = EcLevel::L;
+
+/// The QR code of `code` in terminal characters: two modules per character cell, with its
+/// quiet zone, each line set black on white with ANSI escapes, so it scans from a dark and from
+/// a light terminal alike. `None` when `code` does not fit in a QR code.
+pub fn terminal_text(code: &str) -> Option<String> {
+    let qr = QrCode::with_error_correction_level(code.as_bytes(), EC_LEVEL).ok()?;
     let art = qr
         .render::<Dense1x2>()
         .dark_color(Dense1x2::Dark)
@@ -28,7 +32,7 @@ mod tests {
 
     #[test]
     fn every_line_is_black_on_white_and_as_wide_as_the_symbol() {
-        let lines = qr_lines("2@example,abc,def,ghi").unwrap();
+        let lines = terminal_text("2@example,abc,def,ghi").unwrap();
         let widths: Vec<usize> = lines
             .lines()
             .map(|l| {
