@@ -63,7 +63,10 @@ cat >&2 <<MSG
     curl -H "Authorization: Bearer $key" http://127.0.0.1:3000/sessions/connected
     curl http://127.0.0.1:3000/metrics
     $kubectl get whatsappsessions -n $ns
-  Pair a phone: scan a session's QR code below with WhatsApp > Linked devices > Link a device.
+  Pair a phone: scan a session's QR code with WhatsApp > Linked devices > Link a device, as the
+  workers print it below, or from the API (while the session waits for a scan):
+    curl -H "Authorization: Bearer $key" "http://127.0.0.1:3000/sessions/support-line/qr?format=text"
+    curl -H "Authorization: Bearer $key" -o qr.png http://127.0.0.1:3000/sessions/whatsapp_connection/qr
   Without internet the sessions show DISCONNECTED with the reason.
 
 MSG

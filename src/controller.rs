@@ -24,7 +24,7 @@ use crate::resources::{
     PodDefaults, desired_pod, desired_pvc, is_controlled_by, pod_name, pod_spec_hash, pvc_name,
     reclaim_policy,
 };
-use crate::states::{PodFacts, StoredStatus};
+use crate::states::{PairingMethod, PodFacts, StoredStatus};
 use crate::worker_pod::WorkerPod;
 
 /// Field manager of every server-side apply the operator makes.
@@ -312,6 +312,7 @@ async fn write_status(session: &WhatsAppSession, status: WhatsAppSessionStatus, 
     if prev.status != status.status {
         publish_transition(session, prev.status, &status, ctx).await;
     }
+    publish_pairing(session, &prev, &status, ctx).await;
     let produced = written.resource_version().unwrap_or_default();
     ctx.memory.record_write(&uid, version, produced, status);
     Ok(())
@@ -340,6 +341,44 @@ async fn publish_transition(
         reason: pascal(to),
         note: Some(note),
         action: "UpdateStatus".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.events.publish(&event, &session.object_ref(&())).await {
+        warn!(error = %e, "could not publish Event");
+    }
+}
+
+/// An Event when a person is first asked to pair the device, and one when the pairing
+/// succeeded; a refreshed code is not news.
+async fn publish_pairing(
+    session: &WhatsAppSession,
+    prev: &WhatsAppSessionStatus,
+    status: &WhatsAppSessionStatus,
+    ctx: &Context,
+) {
+    let (reason, note) = match (&prev.pairing, &status.pairing) {
+        (None, Some(p)) => {
+            let id = session.session_id();
+            let note = match p.method {
+                PairingMethod::QrCode => format!(
+                    "waiting for a QR code scan: WhatsApp > Linked devices > Link a device (GET /sessions/{id}/qr)"
+                ),
+                PairingMethod::PairCode => format!(
+                    "waiting for the pair code: WhatsApp > Linked devices > Link with phone number (GET /sessions/{id}/pairing-code)"
+                ),
+            };
+            ("PairingStarted", note)
+        }
+        (Some(_), None) if status.is_authenticated == Some(true) => {
+            ("Paired", "the device was paired with a phone".to_string())
+        }
+        _ => return,
+    };
+    let event = Event {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Pair".into(),
         secondary: None,
     };
     if let Err(e) = ctx.events.publish(&event, &session.object_ref(&())).await {

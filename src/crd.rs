@@ -11,7 +11,7 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::states::{ConnectionStatus, StoredStatus};
+use crate::states::{ConnectionStatus, PairingMethod, StoredStatus};
 
 /// API group of every object this operator defines.
 pub const GROUP: &str = "whatsapp-operator.dev";
@@ -183,6 +183,12 @@ pub struct WhatsAppSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_disconnect_reason: Option<String>,
 
+    /// What a person must do to pair the device, present only while the worker waits for it:
+    /// scan the QR code (also served by GET /sessions/{sessionId}/qr) or enter the pair code on
+    /// the phone (GET /sessions/{sessionId}/pairing-code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairing: Option<PairingStatus>,
+
     /// metadata.generation the operator last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -191,6 +197,19 @@ pub struct WhatsAppSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Option<Vec<Condition>>,
+}
+
+/// A code a person must act on to pair the session's device.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingStatus {
+    /// QRCode: scan it with WhatsApp > Linked devices > Link a device. PairCode: enter it under
+    /// WhatsApp > Linked devices > Link with phone number.
+    pub method: PairingMethod,
+    /// The QR code's payload, or the pair code.
+    pub code: String,
+    /// When the code expires; the worker issues the next one by then.
+    pub expires_at: Time,
 }
 
 impl WhatsAppSession {

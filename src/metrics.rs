@@ -17,7 +17,7 @@ use crate::body::Sink;
 use crate::error::Error;
 use crate::fleet::{Row, Snapshot};
 use crate::gzip::{self, Segment};
-use crate::states::{ConnectionStatus, StoredStatus};
+use crate::states::{ConnectionStatus, PairingMethod, StoredStatus};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -198,8 +198,15 @@ pub fn session_labels(namespace: &str, session_id: &str) -> String {
 pub fn render_fleet(out: &mut impl Sink, rows: &[Arc<Row>], per_session: bool) {
     let mut by_connection = [0u64; 5];
     let mut by_stored = [0u64; 5];
+    let mut by_pairing = [0u64; 2];
     for r in rows {
         let v = &r.view;
+        if let Some(p) = &v.pairing {
+            by_pairing[PairingMethod::ALL
+                .iter()
+                .position(|m| *m == p.method)
+                .unwrap_or(0)] += 1;
+        }
         by_connection[ConnectionStatus::ALL
             .iter()
             .position(|c| *c == v.connection_status)
@@ -224,6 +231,19 @@ pub fn render_fleet(out: &mut impl Sink, rows: &[Arc<Row>], per_session: bool) {
     );
     for (s, n) in StoredStatus::ALL.iter().zip(by_stored) {
         let _ = writeln!(totals, "whatsapp_sessions_stored{{status=\"{s}\"}} {n}");
+    }
+    header(
+        &mut totals,
+        "whatsapp_sessions_pairing",
+        "gauge",
+        "Sessions whose worker waits for a person to pair the device, by method",
+    );
+    for (m, n) in PairingMethod::ALL.iter().zip(by_pairing) {
+        let _ = writeln!(
+            totals,
+            "whatsapp_sessions_pairing{{method=\"{}\"}} {n}",
+            m.as_str()
+        );
     }
     out.text(&totals);
     if !per_session || rows.is_empty() {
@@ -406,6 +426,12 @@ mod tests {
         for s in StoredStatus::ALL {
             assert!(
                 text.contains(&format!("whatsapp_sessions_stored{{status=\"{s}\"}} 0")),
+                "{text}"
+            );
+        }
+        for m in ["QRCode", "PairCode"] {
+            assert!(
+                text.contains(&format!("whatsapp_sessions_pairing{{method=\"{m}\"}} 0")),
                 "{text}"
             );
         }

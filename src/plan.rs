@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
-use crate::crd::{WhatsAppSession, WhatsAppSessionStatus};
+use crate::crd::{PairingStatus, WhatsAppSession, WhatsAppSessionStatus};
 use crate::resources::{pod_name, pod_spec_hash};
 use crate::states::{
     ConnectionStatus, PodFacts, PodPhase, StoredStatus, WorkerReport, disconnect_reason, live_state,
@@ -100,6 +100,7 @@ pub fn facts_after(action: &PodAction, facts: Option<&PodFacts>) -> Option<PodFa
             report_message: None,
             authenticated: false,
             finish_reason: None,
+            pairing: None,
         }),
         PodAction::Delete { .. } => facts.cloned().map(|f| PodFacts {
             terminating: true,
@@ -160,6 +161,11 @@ pub fn desired_status(
         updated_at: Some(updated_at),
         restarts: Some(input.restarts),
         last_disconnect_reason: disconnect_reason(facts, suspended).or(prev.last_disconnect_reason),
+        pairing: live.pairing.map(|p| PairingStatus {
+            method: p.method,
+            code: p.code,
+            expires_at: Time(p.expires_at),
+        }),
         observed_generation: session.metadata.generation,
         conditions: Some(vec![ready]),
     }

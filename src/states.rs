@@ -13,7 +13,8 @@ use crate::worker_pod::WorkerPod;
 
 /// What a worker says of its connection: the `reason` of its Connection condition.
 pub use whatsapp_contract::Connection as WorkerReport;
-pub use whatsapp_contract::{AUTHENTICATED_CONDITION, CONNECTION_CONDITION};
+pub use whatsapp_contract::{AUTHENTICATED_CONDITION, CONNECTION_CONDITION, PAIRING_CONDITION};
+use whatsapp_contract::{Pairing, PairingMessage};
 
 /// Real-time connection status (the API's `connectionStatus`).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,6 +105,52 @@ pub enum PodPhase {
     Finished,
 }
 
+/// How a person pairs the device: the two ways a worker can be waiting for one.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PairingMethod {
+    /// Scan a QR code: WhatsApp > Linked devices > Link a device.
+    #[serde(rename = "QRCode")]
+    QrCode,
+    /// Type a code on the phone: WhatsApp > Linked devices > Link with phone number.
+    PairCode,
+}
+
+impl PairingMethod {
+    pub const ALL: [PairingMethod; 2] = [Self::QrCode, Self::PairCode];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::QrCode => Pairing::QrCode.as_str(),
+            Self::PairCode => Pairing::PairCode.as_str(),
+        }
+    }
+}
+
+/// The code a worker waits for a person to act on (its Pairing condition while True).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairingFacts {
+    pub method: PairingMethod,
+    pub code: String,
+    pub expires_at: Timestamp,
+}
+
+impl PairingFacts {
+    /// From the Pairing condition's reason and message; `None` unless it says a person must act.
+    fn parse(reason: Option<&str>, message: Option<&str>) -> Option<Self> {
+        let method = match Pairing::parse(reason?)? {
+            Pairing::QrCode => PairingMethod::QrCode,
+            Pairing::PairCode => PairingMethod::PairCode,
+            Pairing::Paired | Pairing::NotPairing => return None,
+        };
+        let PairingMessage { code, expires_at } = PairingMessage::parse(message?)?;
+        Some(Self {
+            method,
+            code,
+            expires_at,
+        })
+    }
+}
+
 /// The facts of one Pod that every derivation reads.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodFacts {
@@ -117,6 +164,8 @@ pub struct PodFacts {
     pub authenticated: bool,
     /// Why a finished Pod stopped (e.g. "Error", "OOMKilled"), from its container state.
     pub finish_reason: Option<String>,
+    /// What the worker waits for a person to do, when it does.
+    pub pairing: Option<PairingFacts>,
 }
 
 impl PodFacts {
@@ -151,6 +200,9 @@ impl PodFacts {
                 .filter(|m| !m.is_empty()),
             authenticated: condition(AUTHENTICATED_CONDITION).is_some_and(|c| c.status == "True"),
             finish_reason,
+            pairing: condition(PAIRING_CONDITION)
+                .filter(|c| c.status == "True")
+                .and_then(|c| PairingFacts::parse(c.reason.as_deref(), c.message.as_deref())),
         }
     }
 
@@ -168,6 +220,8 @@ pub struct LiveState {
     /// Pod start time, only while active.
     pub start_time: Option<Timestamp>,
     pub connection_status: ConnectionStatus,
+    /// What a person must do to pair the device, only while the Pod is active.
+    pub pairing: Option<PairingFacts>,
 }
 
 /// Derives the live fields from the session's Pod (`None` when it has none).
@@ -178,6 +232,7 @@ pub fn live_state(pod: Option<&PodFacts>) -> LiveState {
             is_authenticated: false,
             start_time: None,
             connection_status: ConnectionStatus::Disconnected,
+            pairing: None,
         };
     };
     let is_active = pod.is_active();
@@ -186,6 +241,7 @@ pub fn live_state(pod: Option<&PodFacts>) -> LiveState {
         is_authenticated: is_active && pod.authenticated,
         start_time: pod.start_time.filter(|_| is_active),
         connection_status: connection_status(pod),
+        pairing: pod.pairing.clone().filter(|_| is_active),
     }
 }
 
@@ -467,6 +523,54 @@ mod tests {
             disconnect_reason(Some(&facts(&pod("Running", &[connection("Connected")]))), false),
             None
         );
+    }
+
+    #[test]
+    fn pairing_is_live_only_while_the_pod_is_active_and_the_condition_true() {
+        let waiting = |status: &str, reason: &str, message: &str| {
+            let mut p = pod("Running", &[connection("Connected")]);
+            p.status
+                .as_mut()
+                .unwrap()
+                .conditions
+                .as_mut()
+                .unwrap()
+                .push(PodCondition {
+                    type_: PAIRING_CONDITION.into(),
+                    status: status.into(),
+                    reason: Some(reason.into()),
+                    message: Some(message.into()),
+                    ..Default::default()
+                });
+            p
+        };
+        let message = r#"{"code":"2@abc","expiresAt":"2025-07-25T08:01:00Z"}"#;
+        let qr = facts(&waiting("True", "QRCode", message));
+        assert_eq!(
+            live_state(Some(&qr)).pairing,
+            Some(PairingFacts {
+                method: PairingMethod::QrCode,
+                code: "2@abc".into(),
+                expires_at: ts("2025-07-25T08:01:00Z"),
+            })
+        );
+        let code = facts(&waiting("True", "PairCode", message));
+        assert_eq!(
+            live_state(Some(&code)).pairing.map(|p| p.method),
+            Some(PairingMethod::PairCode)
+        );
+        for (status, reason, message) in [
+            ("False", "QRCode", message),
+            ("True", "Paired", message),
+            ("True", "QRCode", "not json"),
+            ("True", "SomethingNew", message),
+        ] {
+            let f = facts(&waiting(status, reason, message));
+            assert_eq!(live_state(Some(&f)).pairing, None, "{status} {reason} {message}");
+        }
+        let mut terminating = waiting("True", "QRCode", message);
+        terminating.metadata.deletion_timestamp = Some(Time(ts("2025-07-25T09:00:00Z")));
+        assert_eq!(live_state(Some(&facts(&terminating))).pairing, None);
     }
 
     #[test]

@@ -11,7 +11,6 @@ use kube::Resource;
 use serde::{Deserialize, Serialize};
 
 use crate::resources::SPEC_HASH_ANNOTATION;
-use crate::states::{AUTHENTICATED_CONDITION, CONNECTION_CONDITION};
 
 /// What the operator knows of a session's Pod: the metadata that identifies it and ties it to
 /// its session (owner, uid, resourceVersion, deletion, the spec-hash annotation; its spec is
@@ -54,7 +53,7 @@ impl WorkerPod {
             return;
         };
         if let Some(conditions) = status.conditions.as_mut() {
-            conditions.retain(|c| c.type_ == CONNECTION_CONDITION || c.type_ == AUTHENTICATED_CONDITION);
+            conditions.retain(|c| whatsapp_contract::CONDITION_TYPES.contains(&c.type_.as_str()));
         }
         if let Some(containers) = status.container_statuses.as_mut() {
             containers.retain(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()));
@@ -88,7 +87,9 @@ mod tests {
     use super::*;
     use crate::plan::{PlanInput, plan_pod};
     use crate::resources::{PodDefaults, desired_pod, pod_spec_hash};
-    use crate::states::{PodFacts, PodPhase, WorkerReport};
+    use crate::states::{
+        AUTHENTICATED_CONDITION, CONNECTION_CONDITION, PAIRING_CONDITION, PodFacts, PodPhase, WorkerReport,
+    };
 
     /// A Pod as the apiserver serves it once kwok runs it and the worker reported, with what
     /// the scheduler, kwok and the kubelet add.
@@ -121,6 +122,8 @@ mod tests {
                     { "type": "ContainersReady", "status": "True" }, { "type": "PodScheduled", "status": "True" },
                     { "type": CONNECTION_CONDITION, "status": "False", "reason": "Disconnected", "message": "stream closed" },
                     { "type": AUTHENTICATED_CONDITION, "status": "True" },
+                    { "type": PAIRING_CONDITION, "status": "True", "reason": "QRCode",
+                      "message": "{\"code\":\"2@abc\",\"expiresAt\":\"2025-07-25T08:01:00Z\"}" },
                 ],
                 "containerStatuses": [{ "name": "worker", "image": "img", "imageID": "sha256:1", "ready": false,
                     "restartCount": 0, "state": container }],
@@ -191,6 +194,11 @@ mod tests {
                         }
                         .into()
                     ),
+                    pairing: Some(crate::states::PairingFacts {
+                        method: crate::states::PairingMethod::QrCode,
+                        code: "2@abc".into(),
+                        expires_at: "2025-07-25T08:01:00Z".parse().unwrap(),
+                    }),
                 },
                 "{phase}"
             );
@@ -213,7 +221,10 @@ mod tests {
                 .flatten()
                 .map(|c| c.type_.as_str())
                 .collect();
-            assert_eq!(kept, [CONNECTION_CONDITION, AUTHENTICATED_CONDITION]);
+            assert_eq!(
+                kept,
+                [CONNECTION_CONDITION, AUTHENTICATED_CONDITION, PAIRING_CONDITION]
+            );
             assert_eq!(status.container_statuses.is_some(), terminated);
         }
         assert!(std::mem::size_of::<WorkerPod>() * 3 < std::mem::size_of::<Pod>());

@@ -47,6 +47,10 @@ async fn the_live_api_conforms_to_its_openapi_document() {
     for (name, spec) in [
         ("a", json!({ "sessionId": "whatsapp_connection" })),
         ("b", json!({ "suspend": true })),
+        (
+            "c",
+            json!({ "sessionId": "sales_line", "pairing": { "phoneNumber": "15550100000" } }),
+        ),
     ] {
         common::create_session(&sessions, name, spec).await;
     }
@@ -61,6 +65,38 @@ async fn the_live_api_conforms_to_its_openapi_document() {
     })
     .await;
 
+    // Workers waiting for a QR code scan and for a pair code, so the pairing endpoints answer
+    // 200 too (the document's example sessionIds name them).
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client.clone(), &ns);
+    common::running_pod(&pods, "wa-a").await;
+    common::running_pod(&pods, "wa-c").await;
+    let qr = common::start_worker(&pods, "wa-a", false);
+    qr.script.send(whatsapp_worker::link::LinkEvent::QrCode {
+        code: "2@schemathesis,example".into(),
+        valid_for: std::time::Duration::from_secs(3600),
+    });
+    let code = common::start_worker(&pods, "wa-c", false);
+    code.script.send(whatsapp_worker::link::LinkEvent::PairCode {
+        code: "ABCD1234".into(),
+        valid_for: std::time::Duration::from_secs(3600),
+    });
+    for path in [
+        "/sessions/whatsapp_connection/qr?format=raw",
+        "/sessions/sales_line/pairing-code",
+    ] {
+        common::wait_for(path, std::time::Duration::from_secs(30), || async {
+            let r = reqwest::Client::new()
+                .get(op.url(path))
+                .bearer_auth(common::API_KEY)
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+    }
+
+    let warmed = session_codes(&op).await;
     let work = tempfile::tempdir().unwrap();
     let with_key = st(work.path())
         .args([
@@ -84,6 +120,19 @@ async fn the_live_api_conforms_to_its_openapi_document() {
     );
 
     let before = session_codes(&op).await;
+    // The fuzzer itself got codes (the waits above asked once each).
+    let ok = |codes: &[(String, String, f64)], route: &str| {
+        codes
+            .iter()
+            .find(|(r, c, _)| r == route && c == "200")
+            .map_or(0.0, |(_, _, n)| *n)
+    };
+    for route in ["/sessions/{session_id}/qr", "/sessions/{session_id}/pairing-code"] {
+        assert!(
+            ok(&before, route) > ok(&warmed, route),
+            "the fuzzer got a code from {route}: {before:?}"
+        );
+    }
     let without_key = st(work.path())
         .args(["run", schema(), "--url", &op.url(""), "--max-time", "10"])
         .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance"])
@@ -115,6 +164,7 @@ async fn the_live_api_conforms_to_its_openapi_document() {
         seen_401 > 100.0,
         "the keyless run reached the API: {seen_401} requests"
     );
+    drop((qr, code));
     drop(op);
     common::delete_namespace(&client, &ns).await;
 }

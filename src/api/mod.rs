@@ -2,6 +2,7 @@
 //! `/sessions/all` (plus `/sessions/{sessionId}`), bearer-protected, served from the stores.
 
 pub mod auth;
+mod pairing;
 pub mod routes;
 pub mod view;
 

@@ -2,6 +2,7 @@
 //! `{"success": bool, "message": string, ...}`; nothing a client sends can produce a 500.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::auth::{self, ApiKeys};
-use crate::fleet::{Fleet, List};
+use crate::fleet::{Fleet, List, Row, Snapshot};
 use crate::gzip;
 
 #[derive(Clone)]
@@ -51,6 +52,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/sessions/connected", get(connected))
         .route("/sessions/all", get(all))
         .route("/sessions/{session_id}", get(one))
+        .route("/sessions/{session_id}/qr", get(super::pairing::qr))
+        .route(
+            "/sessions/{session_id}/pairing-code",
+            get(super::pairing::pairing_code),
+        )
         .route_layer(middleware::from_fn_with_state(state.keys.clone(), require_key))
         .with_state(state)
 }
@@ -76,8 +82,18 @@ pub fn authorize(keys: &ApiKeys, headers: &HeaderMap) -> Result<(), Box<Response
 /// `?namespace=` narrows any answer to one namespace; other parameters are ignored, as the
 /// original gateway did.
 fn namespace_param(query: Option<&str>) -> Option<String> {
+    query_param(query, "namespace")
+}
+
+/// The non-empty value of the query parameter `name`.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    given_param(query, name).filter(|v| !v.is_empty())
+}
+
+/// The value of the query parameter `name` when the query has it, empty or not.
+pub(super) fn given_param(query: Option<&str>, name: &str) -> Option<String> {
     let params: HashMap<String, String> = url_pairs(query?).into_iter().collect();
-    params.get("namespace").filter(|n| !n.is_empty()).cloned()
+    params.get(name).cloned()
 }
 
 /// Lenient `a=b&c=d` parsing: a malformed pair is skipped, never an error.
@@ -116,7 +132,7 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// A ready JSON body (the envelopes are assembled from pre-serialized rows).
-fn json(status: StatusCode, body: impl Into<Body>) -> Response {
+pub(super) fn json(status: StatusCode, body: impl Into<Body>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.into()).into_response()
 }
 
@@ -153,11 +169,35 @@ async fn one(
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Ok(Path(session_id)) = path else {
-        return failure(StatusCode::BAD_REQUEST, "Malformed session id in path");
-    };
-    let namespace = namespace_param(query.as_deref());
     let snapshot = state.fleet.snapshot();
+    match find_session(&snapshot, path, query.as_deref()) {
+        // The seed's envelope for one session, fields in the seed's order.
+        Ok(row) => json(
+            StatusCode::OK,
+            Bytes::from(format!(
+                r#"{{"success":true,"message":"Session retrieved successfully","data":{}}}"#,
+                row.json
+            )),
+        ),
+        Err(resp) => *resp,
+    }
+}
+
+/// The session a `/sessions/{sessionId}...` request names, narrowed by `?namespace=`; else the
+/// answer to give: 400 for a malformed path, 404 when none has that sessionId, 409 when
+/// several namespaces do.
+pub(super) fn find_session(
+    snapshot: &Snapshot,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    query: Option<&str>,
+) -> Result<Arc<Row>, Box<Response>> {
+    let Ok(Path(session_id)) = path else {
+        return Err(Box::new(failure(
+            StatusCode::BAD_REQUEST,
+            "Malformed session id in path",
+        )));
+    };
+    let namespace = namespace_param(query);
     let found: Vec<_> = snapshot
         .rows()
         .iter()
@@ -165,22 +205,18 @@ async fn one(
         .filter(|r| namespace.as_ref().is_none_or(|n| &r.view.namespace == n))
         .collect();
     match found.as_slice() {
-        [] => failure(StatusCode::NOT_FOUND, format!("Session not found: {session_id}")),
-        // The seed's envelope for one session, fields in the seed's order.
-        [row] => json(
-            StatusCode::OK,
-            Bytes::from(format!(
-                r#"{{"success":true,"message":"Session retrieved successfully","data":{}}}"#,
-                row.json
-            )),
-        ),
+        [] => Err(Box::new(failure(
+            StatusCode::NOT_FOUND,
+            format!("Session not found: {session_id}"),
+        ))),
+        [row] => Ok(Arc::clone(row)),
         // The same sessionId in several namespaces: the caller must say which one.
-        rows => failure(
+        rows => Err(Box::new(failure(
             StatusCode::CONFLICT,
             format!(
                 "{} sessions have the sessionId {session_id} in different namespaces: add ?namespace=",
                 rows.len()
             ),
-        ),
+        ))),
     }
 }

@@ -6,7 +6,7 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use crate::crd::WhatsAppSession;
-use crate::states::{ConnectionStatus, PodFacts, StoredStatus, live_state};
+use crate::states::{ConnectionStatus, PairingFacts, PodFacts, StoredStatus, live_state};
 use crate::worker_pod::WorkerPod;
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -28,6 +28,10 @@ pub struct SessionView {
     /// Not part of the JSON (the seed has no such field); exported as a metric.
     #[serde(skip)]
     pub restarts: i32,
+    /// Not part of the JSON: what a person must do to pair the device, served by the pairing
+    /// endpoints.
+    #[serde(skip)]
+    pub pairing: Option<PairingFacts>,
 }
 
 /// `2025-07-25T08:00:00.000Z`: UTC, always milliseconds, as the seed document shows.
@@ -54,6 +58,7 @@ pub fn session_view(session: &WhatsAppSession, pod: Option<&WorkerPod>) -> Optio
         connection_status: live.connection_status,
         namespace: session.namespace().unwrap_or_default(),
         restarts: status.restarts.unwrap_or(0),
+        pairing: live.pairing,
     })
 }
 
