@@ -533,7 +533,13 @@ async fn invalid_sessions_are_refused_with_a_readable_message() {
     );
     let msg = refuse("bad-policy", json!({ "storage": { "reclaimPolicy": "Recycle" } })).await;
     assert!(msg.contains("Retain") && msg.contains("Delete"), "{msg}");
-    for phone in ["+6281234567890", "0812345678", "62 812 345", "123456", "1234567890123456"] {
+    for phone in [
+        "+6281234567890",
+        "0812345678",
+        "62 812 345",
+        "123456",
+        "1234567890123456",
+    ] {
         let msg = refuse("bad-phone", json!({ "pairing": { "phoneNumber": phone } })).await;
         assert!(
             msg.contains("spec.pairing.phoneNumber must be the phone number's digits, country code first"),

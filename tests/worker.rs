@@ -200,7 +200,10 @@ async fn a_session_paired_by_code_gives_its_worker_the_phone_number() {
         .and_then(|e| e.value.clone());
     assert_eq!(phone.as_deref(), Some("6281234567890"));
     assert_eq!(spec.termination_grace_period_seconds, Some(15));
-    let probe = container.liveness_probe.as_ref().and_then(|p| p.http_get.as_ref());
+    let probe = container
+        .liveness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref());
     assert_eq!(probe.and_then(|p| p.path.as_deref()), Some("/livez"));
 
     let worker = common::start_worker(&pods, "wa-gamma", false);
