@@ -102,6 +102,18 @@ mod tests {
         )
     }
 
+    /// Runs until the link makes the worker exit; no SIGTERM comes.
+    async fn run_unstopped(link: crate::scripted::ScriptedLink, reporter: &Reporter) -> Exit {
+        run(
+            link,
+            reporter,
+            std::future::pending(),
+            &Heartbeat::default(),
+            |_| {},
+        )
+        .await
+    }
+
     fn drain(rx: &mut mpsc::UnboundedReceiver<String>) -> Vec<String> {
         std::iter::from_fn(|| rx.try_recv().ok()).collect()
     }
@@ -114,14 +126,7 @@ mod tests {
         script.send(LinkEvent::LoggedOut {
             reason: "unlinked".into(),
         });
-        let exit = run(
-            link,
-            &reporter,
-            std::future::pending(),
-            &Heartbeat::default(),
-            |_| {},
-        )
-        .await;
+        let exit = run_unstopped(link, &reporter).await;
         assert_eq!(exit, Exit::LoggedOut);
         assert!(script.was_closed());
         let reasons = drain(&mut written);
@@ -167,14 +172,7 @@ mod tests {
         let (reporter, _written) = reporter();
         let (script, link) = scripted(true);
         drop(script);
-        let exit = run(
-            link,
-            &reporter,
-            std::future::pending(),
-            &Heartbeat::default(),
-            |_| {},
-        )
-        .await;
+        let exit = run_unstopped(link, &reporter).await;
         assert_eq!(exit, Exit::Stopped(StopCause::Ended));
         assert_ne!(exit.code(), 0);
     }
