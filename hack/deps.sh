@@ -6,15 +6,18 @@
 #   hack/deps.sh plane    openssl, curl, ss, setsid: starting the local control plane
 #   hack/deps.sh test     the plane's, and promtool, prometheus, node: the tests
 #   hack/deps.sh bench    the plane's, and wrk: the benchmark
+#   hack/deps.sh image    umoci, skopeo, musl-gcc, strip: the images (hack/image.sh)
 set -euo pipefail
 
 # command:package
 plane=(openssl:openssl curl:curl ss:iproute2 setsid:util-linux)
 case "${1:-}" in
   plane) wanted=("${plane[@]}") ;;
-  test) wanted=("${plane[@]}" promtool:prometheus prometheus:prometheus node:nodejs) ;;
+  image) wanted=(umoci:umoci skopeo:skopeo musl-gcc:musl-tools strip:binutils) ;;
+  test) wanted=("${plane[@]}" promtool:prometheus prometheus:prometheus node:nodejs
+    umoci:umoci skopeo:skopeo musl-gcc:musl-tools strip:binutils) ;;
   bench) wanted=("${plane[@]}" wrk:wrk) ;;
-  *) echo "usage: $0 plane|test|bench" >&2; exit 2 ;;
+  *) echo "usage: $0 plane|test|bench|image" >&2; exit 2 ;;
 esac
 
 command -v go >/dev/null || { echo "Go (1.26+) is required to build the control plane" >&2; exit 1; }
