@@ -50,7 +50,10 @@ fn alert_rules_are_valid_and_their_unit_tests_pass() {
         .count();
     assert_eq!(alerts, 6);
     let checked = run_ok(check);
-    assert!(checked.contains(&format!("SUCCESS: {alerts} rules found")), "{checked}");
+    assert!(
+        checked.contains(&format!("SUCCESS: {alerts} rules found")),
+        "{checked}"
+    );
     let mut test = tool("PROMTOOL", "promtool");
     test.args([
         "test",
