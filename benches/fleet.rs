@@ -14,9 +14,10 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use whatsapp_operator::crd::WhatsAppSession;
-use whatsapp_operator::states::{CONNECTION_CONDITION, PodFacts, StoredStatus, WorkerReport};
-use whatsapp_operator::worker_pod::WorkerPod;
+use whatsapp_operator::k8s::crd::WhatsAppSession;
+use whatsapp_operator::k8s::session_state::PodFacts;
+use whatsapp_operator::k8s::status::{CONNECTION_CONDITION, StoredStatus, WorkerReport};
+use whatsapp_operator::k8s::worker_pod::WorkerPod;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 use kube::runtime::reflector::{ObjectRef, store};
 use kube::runtime::watcher::Event;
 use serde_json::json;
-use whatsapp_operator::body::Plain;
-use whatsapp_operator::crd::WhatsAppSession;
-use whatsapp_operator::fleet::{Fleet, List, Snapshot};
-use whatsapp_operator::gzip::Segment;
-use whatsapp_operator::state::Stores;
-use whatsapp_operator::states::{AUTHENTICATED_CONDITION, CONNECTION_CONDITION};
-use whatsapp_operator::worker_pod::WorkerPod;
+use whatsapp_operator::fleet::{Fleet, List};
+use whatsapp_operator::k8s::crd::WhatsAppSession;
+use whatsapp_operator::k8s::status::{AUTHENTICATED_CONDITION, CONNECTION_CONDITION};
+use whatsapp_operator::k8s::worker_pod::WorkerPod;
+use whatsapp_operator::render::blocks::Plain;
+use whatsapp_operator::render::gzip::Segment;
+use whatsapp_operator::render::metric_families::render_fleet;
+use whatsapp_operator::render::{Rendered, Renderer};
+use whatsapp_operator::store::Stores;
 
 const REASONS: [&str; 4] = ["Connecting", "Connected", "Authenticated", "Disconnected"];
 
@@ -99,7 +101,8 @@ fn main() {
         fleet.snapshot();
     });
     let fleet = Fleet::new(stores.clone());
-    let snapshot = fleet.snapshot();
+    let renderer = Renderer::new(fleet.clone());
+    let snapshot = renderer.current();
     let cached = median(101, || {
         fleet.snapshot();
     });
@@ -119,7 +122,7 @@ fn main() {
     let metrics_len: usize = snapshot.metrics_text(true).iter().map(|c| c.len()).sum();
     let render = median(11, || {
         let mut out = Plain::default();
-        whatsapp_operator::metrics::render_fleet(&mut out, snapshot.rows(), true);
+        render_fleet(&mut out, snapshot.snapshot().rows(), true);
     });
 
     // gzip: every block compressed (a fresh fleet), then again after one change, when only
@@ -127,7 +130,9 @@ fn main() {
     let all_gz_len = snapshot.list_gzip(List::All, None).len();
     let metrics_gz_len = snapshot.metrics_gzip(true).len();
     // A new fleet each time, derived before the clock starts: nothing compressed yet.
-    let fresh: Vec<_> = (0..5).map(|_| Fleet::new(stores.clone()).snapshot()).collect();
+    let fresh: Vec<_> = (0..5)
+        .map(|_| Renderer::new(Fleet::new(stores.clone())).current())
+        .collect();
     let mut each = fresh.iter();
     let gzip_cold = median(5, || {
         each.next().unwrap().list_gzip(List::All, None);
@@ -141,14 +146,14 @@ fn main() {
     let whole = median(5, || {
         Segment::compress(&all_body);
     });
-    let mut after_change = |serve: &dyn Fn(&Snapshot)| {
-        serve(&fleet.snapshot());
+    let mut after_change = |serve: &dyn Fn(&Rendered)| {
+        serve(&renderer.current());
         median(21, || {
             version += 1;
             let changed = session(n / 2, version);
             session_writer.apply_watcher_event(&Event::Apply(changed.clone()));
             stores.changed(&ObjectRef::from_obj(&changed));
-            serve(&fleet.snapshot());
+            serve(&renderer.current());
         })
     };
     let gzip_change = after_change(&|s| {

@@ -21,4 +21,4 @@ SCHEMATHESIS=$(hack/tools.sh schemathesis)
 # loopback), the contract they share.
 cargo test --workspace "$@"
 # Last and alone: it stops the shared apiserver for 30 s.
-cargo test -p whatsapp-operator --test faults "$@" -- --ignored
+cargo test -p whatsapp-operator --test plane "$@" -- --ignored

@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+pub use crate::telemetry::LogFormat;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,12 +27,6 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the WhatsAppSession CustomResourceDefinition as YAML.
     Crd,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Plain,
-    Json,
 }
 
 #[derive(Args, Debug, Clone)]

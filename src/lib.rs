@@ -1,25 +1,16 @@
 //! whatsapp-operator: a Kubernetes operator and metrics exporter for fleets of WhatsApp
 //! sessions. `main.rs` is a thin shell over this library so tests drive the same code.
+//!
+//! Modules import one way (tests/module_layers.rs checks it), from the bottom up:
+//! `telemetry` and `k8s`; `store`; `fleet` and `reconcile` (independent of each other);
+//! `render`; `http`; then `cli` and `run`, which wire them together.
 
-pub mod api;
-pub mod body;
-pub mod changes;
 pub mod cli;
-pub mod controller;
-pub mod crd;
-pub mod error;
-pub mod events;
 pub mod fleet;
-pub mod gzip;
-pub mod ids;
-pub mod leader;
-pub mod memory;
-pub mod metrics;
-pub mod plan;
-pub mod resources;
+pub(crate) mod http;
+pub mod k8s;
+pub mod reconcile;
+pub mod render;
 pub mod run;
-pub mod server;
-pub mod state;
-pub mod states;
+pub mod store;
 pub mod telemetry;
-pub mod worker_pod;

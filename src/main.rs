@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => {
-            print!("{}", whatsapp_operator::crd::crd_yaml());
+            print!("{}", whatsapp_operator::k8s::crd::crd_yaml());
             Ok(())
         }
         Command::Run(args) => {

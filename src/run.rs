@@ -12,18 +12,20 @@ use kube::{Client, CustomResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::auth::ApiKeys;
 use crate::cli::RunArgs;
-use crate::controller::{self, Context};
-use crate::crd::WhatsAppSession;
-use crate::events::{Publisher, Reporter};
-use crate::ids::IdAllocator;
-use crate::leader::{Elector, LeaseConfig};
-use crate::metrics::Metrics;
-use crate::resources::PodDefaults;
-use crate::{server, state};
+use crate::http::ApiKeys;
+use crate::http::server;
+use crate::k8s::crd::WhatsAppSession;
+use crate::reconcile::controller::{self, Context};
+use crate::reconcile::desired::PodDefaults;
+use crate::reconcile::error::ErrorCategory;
+use crate::reconcile::event_recorder::{Publisher, Reporter};
+use crate::reconcile::id_counter::IdAllocator;
+use crate::reconcile::leader_election::{Elector, LeaseConfig};
+use crate::store::reflectors;
+use crate::telemetry::operator_metrics::Metrics;
 
-/// Ids taken from the counter per write (see `ids`).
+/// Ids taken from the counter per write (see `reconcile::id_counter`).
 const ID_BLOCK: i64 = 100;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -44,12 +46,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(keys.clone().watch_file(path.clone(), shutdown.clone()));
     }
 
-    let mut metrics = Metrics::new();
-    metrics.per_session = args.per_session_metrics;
-    let metrics = Arc::new(metrics);
+    let metrics = Arc::new(Metrics::new(&ErrorCategory::labels()));
     // The stores exist from the start; their watches retry until the CRD is installed.
-    let (stores, feeds) = state::build(client.clone(), args.namespace.as_deref());
-    let app = server::router(server::AppState::new(metrics.clone(), stores.clone(), keys));
+    let (stores, feeds) = reflectors::build(client.clone(), args.namespace.as_deref());
+    let app = server::router(server::AppState::new(
+        metrics.clone(),
+        stores.clone(),
+        keys,
+        args.per_session_metrics,
+    ));
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
 
@@ -70,8 +75,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let leader = Arc::new(AtomicBool::new(!args.leader_elect));
-    let (elected_tx, elected_rx) = tokio::sync::mpsc::unbounded_channel();
-    let elected_tx_for_recovery = elected_tx.clone();
     let elector = args.leader_elect.then(|| {
         let config = LeaseConfig {
             name: args.lease_name.clone(),
@@ -81,32 +84,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             retry_period: Duration::from_secs(args.retry_period.max(1)),
         };
         let api = Api::namespaced(client.clone(), &args.operator_namespace);
-        let elector = Elector::new(api, config, leader.clone(), elected_tx);
+        let elector = Elector::new(api, config, leader.clone(), feeds.triggers.clone());
         tokio::spawn(elector.run(shutdown.clone()))
     });
-    // After an outage every session is looked at again, rather than each waiting out the
-    // error backoff it built up while the apiserver was away.
-    {
-        let (health, again, stop) = (stores.health.clone(), elected_tx_for_recovery, shutdown.clone());
-        tokio::spawn(async move {
-            let mut was_failing = false;
-            while !stop.is_cancelled() {
-                let failing = health.failing_for().is_some();
-                if was_failing && !failing {
-                    info!("apiserver reachable again; reconciling every session");
-                    let _ = again.send(());
-                }
-                was_failing = failing;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-    }
-    // Each election makes the new leader look at every session.
-    let reconcile_all =
-        futures::stream::unfold(
-            elected_rx,
-            |mut rx| async move { rx.recv().await.map(|()| ((), rx)) },
-        );
+    // Elected, the apiserver back, a relist: every session is looked at at once, rather than
+    // each waiting out its resync or the error backoff it built up.
+    let reconcile_all = futures::stream::unfold(feeds.reconcile_all, |mut rx| async move {
+        rx.recv().await.map(|_cause| ((), rx))
+    });
 
     let ctx = Arc::new(Context {
         client: client.clone(),

@@ -3,8 +3,6 @@
 //! binary inside is static and runs here from the unpacked root filesystem, the images stay in
 //! their size budgets, and the chart's defaults name exactly these images.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

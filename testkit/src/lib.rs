@@ -43,6 +43,20 @@ pub async fn client() -> Client {
     Client::try_from(config).expect("client")
 }
 
+/// A client for the local plane that authenticates with `token` (a ServiceAccount's) instead
+/// of the kubeconfig's administrator credentials.
+pub async fn client_with_token(token: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("local plane kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("valid kubeconfig");
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.to_string().into()),
+        ..Default::default()
+    };
+    Client::try_from(config).expect("client")
+}
+
 /// The kubectl built with the plane (the machine's may be a different version).
 pub fn kubectl() -> Command {
     let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());

@@ -1,0 +1,12 @@
+//! The top layer: every replica's HTTP server. The session API of the seed document
+//! (bearer-protected), pairing, and, open, `/livez`, `/readyz`, `/metrics`, `/openapi.json`.
+
+pub(crate) mod auth;
+mod content_encoding;
+mod envelope;
+mod lookup;
+mod pairing;
+pub mod server;
+mod sessions;
+
+pub use auth::ApiKeys;

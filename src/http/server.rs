@@ -1,0 +1,186 @@
+//! The HTTP server every replica runs: the session API (bearer-protected), and, open,
+//! `/livez`, `/readyz`, `/metrics` and `/openapi.json`.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::{Listener, ListenerExt};
+use tokio::net::{TcpListener, TcpStream};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use axum::body::Body;
+
+use super::auth::ApiKeys;
+use super::content_encoding;
+use super::envelope::failure;
+use super::lookup::ApiState;
+use super::sessions::authorize;
+use crate::fleet::Fleet;
+use crate::render::Renderer;
+use crate::store::Stores;
+use crate::telemetry::operator_metrics::Metrics;
+
+/// The OpenAPI 3 description of the session API, also in the repository as openapi.json.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// The server's listener. Every connection it accepts has Nagle's algorithm off: a body
+/// sent in pieces (the lists and `/metrics` are) ends with a small write, which Nagle holds
+/// back until the client acknowledges the last piece, and a client delays that ACK by up to
+/// 40 ms (a tenth of the plain-text scrapes of 2 MB stalled so).
+pub async fn listen(addr: SocketAddr) -> std::io::Result<impl Listener<Io = TcpStream, Addr = SocketAddr>> {
+    Ok(TcpListener::bind(addr).await?.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::warn!(%err, "cannot turn Nagle's algorithm off for a connection");
+        }
+    }))
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub metrics: Arc<Metrics>,
+    pub renderer: Renderer,
+    pub keys: ApiKeys,
+    /// Per-session series on /metrics (they can be turned off for very large fleets).
+    pub per_session: bool,
+}
+
+impl AppState {
+    pub fn new(metrics: Arc<Metrics>, stores: Stores, keys: ApiKeys, per_session: bool) -> Self {
+        Self {
+            metrics,
+            renderer: Renderer::new(Fleet::new(stores)),
+            keys,
+            per_session,
+        }
+    }
+
+    fn stores(&self) -> &Stores {
+        self.renderer.fleet().stores()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let open = Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .with_state(state.clone());
+    let api = super::sessions::router(ApiState {
+        renderer: state.renderer.clone(),
+        keys: state.keys.clone(),
+    });
+    open.merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(move |method: Method, headers: HeaderMap, uri: Uri| {
+            let keys = state.keys.clone();
+            async move { method_not_allowed(&keys, method, &headers, &uri) }
+        })
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            count_requests,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+}
+
+/// Ready once the stores hold a full listing: from then on every read is answered from them,
+/// also while the apiserver is unreachable, and the body says how fresh they are.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if !state.stores().is_ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: stores not synced yet\n",
+        )
+            .into_response();
+    }
+    match state.stores().health.failing_for() {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(d) => (
+            StatusCode::OK,
+            format!(
+                "ok: serving the last known state; the apiserver has been unreachable for {}s\n",
+                d.as_secs()
+            ),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    // Chunks: the operator's own metrics and the fleet's shared rendering, so no copy of the
+    // fleet's megabytes per scrape. Prometheus asks for gzip.
+    let gzip = content_encoding::accepted(&headers);
+    let chunks = state
+        .renderer
+        .current()
+        .scrape(&state.metrics, state.per_session, gzip);
+    let body = Body::from_stream(futures::stream::iter(
+        chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ));
+    let mut resp = ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response();
+    content_encoding::label(&mut resp, gzip);
+    resp
+}
+
+async fn not_found(method: Method, req: Request) -> Response {
+    failure(
+        StatusCode::NOT_FOUND,
+        format!("Route not found: {method} {}", req.uri().path()),
+    )
+}
+
+/// A wrong method on a session route is answered only once the key checks out, so nothing
+/// about the API is learned without one.
+fn method_not_allowed(keys: &ApiKeys, method: Method, headers: &HeaderMap, uri: &Uri) -> Response {
+    if uri.path().starts_with("/sessions")
+        && let Err(denied) = authorize(keys, headers)
+    {
+        return *denied;
+    }
+    failure(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("Method {method} not allowed on {}", uri.path()),
+    )
+}
+
+/// A bug must still answer with the envelope, not a dropped connection.
+fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
+    failure(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+}
+
+/// Counts requests by matched route (a bounded set) and status code.
+async fn count_requests(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let resp = next.run(req).await;
+    metrics.http_request(&route, resp.status().as_u16());
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let mut listener = listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        // The client side is left as it comes, so only the listener can have set it.
+        assert!(!client.nodelay().unwrap());
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.nodelay().unwrap());
+    }
+}
