@@ -20,3 +20,4 @@ mod prometheus;
 mod restart;
 mod schemathesis;
 mod worker;
+mod worker_admission;
