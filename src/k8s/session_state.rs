@@ -84,15 +84,19 @@ impl PodFacts {
                 (Some(r), code) => format!("{r} (exit code {code})"),
                 (None, code) => format!("exit code {code}"),
             })
-            .or_else(|| status.and_then(|s| s.reason.clone()));
+            .or_else(|| status.and_then(|s| s.reason.clone()))
+            .map(|r| whatsapp_contract::capped(&r));
         PodFacts {
             phase,
             terminating: pod.metadata.deletion_timestamp.is_some(),
             start_time: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
             report: connection.and_then(|c| WorkerReport::parse(c.reason.as_deref()?)),
+            // Whatever a worker (or a forged condition) says reaches the session's status and
+            // Events only this long.
             report_message: connection
-                .and_then(|c| c.message.clone())
-                .filter(|m| !m.is_empty()),
+                .and_then(|c| c.message.as_deref())
+                .filter(|m| !m.is_empty())
+                .map(whatsapp_contract::capped),
             authenticated: condition(AUTHENTICATED_CONDITION).is_some_and(|c| c.status == "True"),
             finish_reason,
             pairing: condition(PAIRING_CONDITION)
@@ -402,6 +406,19 @@ mod tests {
             stored_status(Some(&new_pod), Some(StoredStatus::LoggedOut)),
             StoredStatus::Connecting
         );
+    }
+
+    #[test]
+    fn a_worker_message_reaches_the_status_capped() {
+        let mut p = pod("Running", &[connection("Disconnected")]);
+        p.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].message = Some("é".repeat(5000));
+        let reason = disconnect_reason(Some(&facts(&p)), false).unwrap();
+        assert!(
+            reason.len() <= whatsapp_contract::MAX_MESSAGE_BYTES,
+            "{}",
+            reason.len()
+        );
+        assert!(reason.starts_with("éé") && reason.ends_with('…'), "{reason}");
     }
 
     #[test]
