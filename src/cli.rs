@@ -35,6 +35,19 @@ pub struct RunArgs {
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,
 
+    /// Connections the HTTP server keeps open at once; more wait until one closes.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Seconds a client has to send a request's header (also how long an idle keep-alive
+    /// connection stays open).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout: u64,
+
+    /// Seconds within which a response must be ready; otherwise 503.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 30)]
+    pub request_timeout: u64,
+
     /// File of API keys for the session API, one per line; re-read when it changes, so keys
     /// can be rotated by adding the new one, moving clients, then removing the old one.
     #[arg(long, env = "API_KEY_FILE")]

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::cli::RunArgs;
 use crate::http::ApiKeys;
-use crate::http::server;
+use crate::http::{listener, server};
 use crate::k8s::crd::WhatsAppSession;
 use crate::reconcile::controller::{self, Context};
 use crate::reconcile::desired::PodDefaults;
@@ -37,7 +37,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
 
-    let listener = server::listen(args.listen)
+    let listener = listener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     info!(addr = %args.listen, "HTTP server listening");
@@ -55,8 +55,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         keys,
         args.per_session_metrics,
     ));
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
+    let limits = listener::Limits {
+        max_connections: args.max_connections.max(1),
+        header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
+        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        ..Default::default()
+    };
+    let server = tokio::spawn(listener::serve(
+        listener,
+        app,
+        limits,
+        shutdown.clone().cancelled_owned(),
+    ));
 
     if !wait_for_crd(&client, args.namespace.as_deref(), &shutdown).await {
         return finish(server).await;

@@ -4,6 +4,7 @@
 pub(crate) mod auth;
 mod content_encoding;
 mod envelope;
+pub mod listener;
 mod lookup;
 mod pairing;
 pub mod server;

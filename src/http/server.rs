@@ -2,7 +2,6 @@
 //! `/livez`, `/readyz`, `/metrics` and `/openapi.json`.
 
 use std::any::Any;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -11,8 +10,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::{Listener, ListenerExt};
-use tokio::net::{TcpListener, TcpStream};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use axum::body::Body;
@@ -29,18 +26,6 @@ use crate::telemetry::operator_metrics::Metrics;
 
 /// The OpenAPI 3 description of the session API, also in the repository as openapi.json.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
-
-/// The server's listener. Every connection it accepts has Nagle's algorithm off: a body
-/// sent in pieces (the lists and `/metrics` are) ends with a small write, which Nagle holds
-/// back until the client acknowledges the last piece, and a client delays that ACK by up to
-/// 40 ms (a tenth of the plain-text scrapes of 2 MB stalled so).
-pub async fn listen(addr: SocketAddr) -> std::io::Result<impl Listener<Io = TcpStream, Addr = SocketAddr>> {
-    Ok(TcpListener::bind(addr).await?.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::warn!(%err, "cannot turn Nagle's algorithm off for a connection");
-        }
-    }))
-}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -167,20 +152,4 @@ async fn count_requests(State(metrics): State<Arc<Metrics>>, req: Request, next:
     let resp = next.run(req).await;
     metrics.http_request(&route, resp.status().as_u16());
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn accepted_connections_have_nagle_off() {
-        let mut listener = listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = TcpStream::connect(addr).await.unwrap();
-        // The client side is left as it comes, so only the listener can have set it.
-        assert!(!client.nodelay().unwrap());
-        let (accepted, _) = listener.accept().await;
-        assert!(accepted.nodelay().unwrap());
-    }
 }

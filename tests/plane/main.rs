@@ -19,5 +19,6 @@ mod pairing;
 mod prometheus;
 mod restart;
 mod schemathesis;
+mod slow_clients;
 mod worker;
 mod worker_admission;
