@@ -2,7 +2,6 @@
 //! under one shutdown signal.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -21,7 +20,7 @@ use crate::reconcile::desired::PodDefaults;
 use crate::reconcile::error::ErrorCategory;
 use crate::reconcile::event_recorder::{Publisher, Reporter};
 use crate::reconcile::id_counter::IdAllocator;
-use crate::reconcile::leader_election::{Elector, LeaseConfig};
+use crate::reconcile::leader_election::{Elector, Leadership, LeaseConfig};
 use crate::store::reflectors;
 use crate::telemetry::operator_metrics::Metrics;
 
@@ -84,7 +83,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = shutdown.cancelled() => return finish(server).await,
     }
 
-    let leader = Arc::new(AtomicBool::new(!args.leader_elect));
+    let leader = if args.leader_elect {
+        Leadership::follower()
+    } else {
+        Leadership::always()
+    };
     let elector = args.leader_elect.then(|| {
         let config = LeaseConfig {
             name: args.lease_name.clone(),

@@ -1,7 +1,6 @@
 //! The reconciler: one Pod and one claim per WhatsAppSession, and the session's status.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
@@ -27,6 +26,7 @@ use crate::reconcile::desired::{PodDefaults, desired_pod, desired_pvc, reclaim_p
 use crate::reconcile::error::{Error, Result};
 use crate::reconcile::event_recorder::{Event, EventType, Publisher};
 use crate::reconcile::id_counter::IdAllocator;
+use crate::reconcile::leader_election::Leadership;
 use crate::reconcile::session_memory::Memory;
 
 /// Field manager of every server-side apply the operator makes.
@@ -45,7 +45,7 @@ pub struct Context {
     pub ids: IdAllocator,
     pub events: Publisher,
     /// Only the leader writes; the others keep their stores warm and serve reads.
-    pub leader: Arc<AtomicBool>,
+    pub leader: Leadership,
     pub memory: Memory,
     pub metrics: Arc<crate::telemetry::operator_metrics::Metrics>,
 }
@@ -76,7 +76,7 @@ pub fn run(
 }
 
 async fn reconcile(session: Arc<WhatsAppSession>, ctx: Arc<Context>) -> Result<Action> {
-    if !ctx.leader.load(Ordering::Acquire) {
+    if !ctx.leader.is_leader() {
         return Ok(Action::await_change());
     }
     let _timer = ctx.metrics.reconcile_timer();
@@ -93,6 +93,10 @@ async fn reconcile(session: Arc<WhatsAppSession>, ctx: Arc<Context>) -> Result<A
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
+    // Leadership lapsed in the middle: the next leader takes the session over.
+    if result.as_ref().is_err_and(Error::is_not_leader) {
+        return Ok(Action::await_change());
+    }
     ctx.metrics
         .reconciled(result.as_ref().err().map(|e| e.category().as_str()));
     if result.is_ok() {
@@ -212,6 +216,7 @@ async fn session_id_number(session: &WhatsAppSession, uid: &str, ctx: &Context) 
     if let Some(id) = ctx.memory.id(uid) {
         return Ok(id);
     }
+    fence(ctx)?;
     let id = ctx.ids.allocate(|| highest_id(&ctx.sessions) + 1).await?;
     ctx.memory.set_id(uid, id);
     Ok(id)
@@ -237,6 +242,7 @@ async fn ensure_pvc(session: &WhatsAppSession, ns: &str, ctx: &Context) -> Resul
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
+    fence(ctx)?;
     tolerating(api.create(&params, &desired_pvc(session)).await, &[CONFLICT])?;
     Ok(())
 }
@@ -248,6 +254,7 @@ async fn create_pod(pod: &Pod, ns: &str, ctx: &Context) -> Result<bool> {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
+    fence(ctx)?;
     // A conflict: the cache had not seen it yet; the deterministic name keeps it to one Pod.
     Ok(tolerating(api.create(&params, pod).await, &[CONFLICT])?.is_some())
 }
@@ -262,6 +269,7 @@ async fn delete_pod(name: &str, uid: &str, ns: &str, ctx: &Context) -> Result<()
         }),
         ..Default::default()
     };
+    fence(ctx)?;
     // Gone already, or replaced by a newer Pod (the precondition failed): nothing to delete.
     tolerating(api.delete(name, &params).await, &[NOT_FOUND, CONFLICT])?;
     Ok(())
@@ -289,6 +297,7 @@ async fn write_status(session: &WhatsAppSession, status: WhatsAppSessionStatus, 
         // stale cache can never give a session a second id.
         patch["metadata"] = serde_json::json!({ "resourceVersion": version });
     }
+    fence(ctx)?;
     let written = api
         .patch_status(
             &session.name_any(),
@@ -332,9 +341,7 @@ async fn publish_transition(
         action: "UpdateStatus".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.events.publish(&event, &session.object_ref(&())).await {
-        warn!(error = %e, "could not publish Event");
-    }
+    publish(&event, session, ctx).await;
 }
 
 /// An Event when a person is first asked to pair the device, and one when the pairing
@@ -370,8 +377,25 @@ async fn publish_pairing(
         action: "Pair".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.events.publish(&event, &session.object_ref(&())).await {
+    publish(&event, session, ctx).await;
+}
+
+/// Publishes an Event about `session`, unless leadership lapsed; a failure is only logged.
+async fn publish(event: &Event, session: &WhatsAppSession, ctx: &Context) {
+    if fence(ctx).is_err() {
+        return;
+    }
+    if let Err(e) = ctx.events.publish(event, &session.object_ref(&())).await {
         warn!(error = %e, "could not publish Event");
+    }
+}
+
+/// Every write checks leadership again: a reconcile that started as leader may outlive it.
+fn fence(ctx: &Context) -> Result<()> {
+    if ctx.leader.is_leader() {
+        Ok(())
+    } else {
+        Err(Error::NotLeader)
     }
 }
 
@@ -401,6 +425,7 @@ async fn cleanup(session: &WhatsAppSession, ctx: &Context) -> Result<Action> {
     let note = match policy {
         ReclaimPolicy::Delete => {
             let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+            fence(ctx)?;
             tolerating(
                 pvcs.delete(&pvc_name(session), &DeleteParams::default()).await,
                 &[NOT_FOUND],
@@ -422,9 +447,7 @@ async fn cleanup(session: &WhatsAppSession, ctx: &Context) -> Result<Action> {
         action: "Delete".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.events.publish(&event, &session.object_ref(&())).await {
-        warn!(error = %e, "could not publish Event");
-    }
+    publish(&event, session, ctx).await;
     ctx.memory.forget(&session.uid().unwrap_or_default());
     Ok(Action::await_change())
 }

@@ -15,6 +15,10 @@ pub enum Error {
 
     #[error("object has no {0}")]
     MissingField(&'static str),
+
+    /// Leadership lapsed before a write; not a failure of the session's.
+    #[error("no longer the leader")]
+    NotLeader,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -39,10 +43,12 @@ pub enum ErrorCategory {
     Finalizer,
     IdCounter,
     InvalidObject,
+    /// Leadership lapsed before a write (the reconcile ends; the next leader takes over).
+    NotLeader,
 }
 
 impl ErrorCategory {
-    pub const ALL: [ErrorCategory; 10] = [
+    pub const ALL: [ErrorCategory; 11] = [
         Self::Conflict,
         Self::NotFound,
         Self::Forbidden,
@@ -53,6 +59,7 @@ impl ErrorCategory {
         Self::Finalizer,
         Self::IdCounter,
         Self::InvalidObject,
+        Self::NotLeader,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,11 +74,12 @@ impl ErrorCategory {
             Self::Finalizer => "finalizer",
             Self::IdCounter => "id_counter",
             Self::InvalidObject => "invalid_object",
+            Self::NotLeader => "not_leader",
         }
     }
 
     /// Every label value, for the metric to start at zero.
-    pub fn labels() -> [&'static str; 10] {
+    pub fn labels() -> [&'static str; 11] {
         Self::ALL.map(Self::as_str)
     }
 }
@@ -87,7 +95,13 @@ impl Error {
             },
             Error::IdCounter { .. } => ErrorCategory::IdCounter,
             Error::MissingField(_) => ErrorCategory::InvalidObject,
+            Error::NotLeader => ErrorCategory::NotLeader,
         }
+    }
+
+    /// Leadership lapsed during the reconcile, also when the finalizer helper wraps it.
+    pub fn is_not_leader(&self) -> bool {
+        self.category() == ErrorCategory::NotLeader
     }
 
     /// Errors that no retry fixes until the object changes.

@@ -5,14 +5,14 @@
 //! by comparing the holder's timestamps with ours, so clock skew between nodes cannot make
 //! two replicas lead at once (the scheme of client-go's leaderelection).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -31,6 +31,54 @@ pub struct LeaseConfig {
     pub retry_period: Duration,
 }
 
+/// Whether this replica may write. Leadership lasts until a deadline that each successful
+/// renewal moves on, so it lapses by itself when renewals stop (a paused process, a renewal
+/// that hangs on a black-holed apiserver), not when a request finally fails.
+#[derive(Clone)]
+pub struct Leadership(Arc<Mutex<Term>>);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Term {
+    Follower,
+    Until(Instant),
+    /// No election (a single replica): always leads.
+    Always,
+}
+
+impl Leadership {
+    pub fn follower() -> Self {
+        Self(Arc::new(Mutex::new(Term::Follower)))
+    }
+
+    pub fn always() -> Self {
+        Self(Arc::new(Mutex::new(Term::Always)))
+    }
+
+    /// Checked before every write, not only when a reconcile starts.
+    pub fn is_leader(&self) -> bool {
+        match *self.term() {
+            Term::Follower => false,
+            Term::Until(deadline) => Instant::now() < deadline,
+            Term::Always => true,
+        }
+    }
+
+    fn lead_until(&self, deadline: Instant) {
+        *self.term() = Term::Until(deadline);
+    }
+
+    /// Stops leading; true when this replica was leading.
+    pub(crate) fn resign(&self) -> bool {
+        let was = self.is_leader();
+        *self.term() = Term::Follower;
+        was
+    }
+
+    fn term(&self) -> std::sync::MutexGuard<'_, Term> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// What this replica knows of the Lease between attempts.
 struct Observed {
     /// (holder, renewTime) last seen, and when we saw it change.
@@ -41,13 +89,13 @@ struct Observed {
 pub struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
-    leader: Arc<AtomicBool>,
+    leader: Leadership,
     /// Told each time this replica becomes leader, so it reconciles everything at once.
     elected: Triggers,
 }
 
 impl Elector {
-    pub fn new(api: Api<Lease>, config: LeaseConfig, leader: Arc<AtomicBool>, elected: Triggers) -> Self {
+    pub fn new(api: Api<Lease>, config: LeaseConfig, leader: Leadership, elected: Triggers) -> Self {
         Self {
             api,
             config,
@@ -62,40 +110,51 @@ impl Elector {
             record: None,
             changed_at: Instant::now(),
         };
-        let mut last_renew = Instant::now();
+        // What this loop last granted; the Leadership itself may have lapsed since.
+        let mut leading = false;
         loop {
-            let held = self.leader.load(Ordering::Acquire);
-            match self.try_acquire_or_renew(&mut observed).await {
-                Ok(true) => {
-                    last_renew = Instant::now();
-                    if !held {
+            if leading && !self.leader.is_leader() {
+                warn!(identity = %self.config.identity, "stopped leading: no renewal within the renew deadline");
+                leading = false;
+            }
+            let started = Instant::now();
+            // The Lease is ours at least until `renew_deadline` after the request that renewed it
+            // was sent (others wait a whole `lease_duration` from when they see it renewed), so
+            // leadership ends there unless the next renewal moves it on.
+            let attempt = tokio::time::timeout(
+                self.config.renew_deadline,
+                self.try_acquire_or_renew(&mut observed),
+            );
+            match attempt.await {
+                Ok(Ok(true)) => {
+                    self.leader.lead_until(started + self.config.renew_deadline);
+                    if !leading {
                         info!(identity = %self.config.identity, lease = %self.config.name, "became leader");
-                        self.leader.store(true, Ordering::Release);
                         self.elected.fire(ReconcileAll::Elected);
+                        leading = true;
                     }
                 }
-                Ok(false) => self.step_down(held, "another replica holds the lease"),
-                Err(e) => {
-                    warn!(error = %e, "leader election: lease request failed");
-                    if held && last_renew.elapsed() > self.config.renew_deadline {
-                        self.step_down(held, "could not renew the lease in time");
+                Ok(Ok(false)) => {
+                    if leading {
+                        warn!(identity = %self.config.identity, "stopped leading: another replica holds the lease");
                     }
+                    self.leader.resign();
+                    leading = false;
                 }
+                Ok(Err(e)) => warn!(error = %e, "leader election: lease request failed"),
+                Err(_) => warn!(
+                    deadline = ?self.config.renew_deadline,
+                    "leader election: lease request did not finish in time"
+                ),
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(self.config.retry_period) => {}
             }
         }
-        if self.leader.swap(false, Ordering::AcqRel) {
+        self.leader.resign();
+        if leading {
             self.release().await;
-        }
-    }
-
-    fn step_down(&self, held: bool, why: &str) {
-        if held {
-            warn!(identity = %self.config.identity, why, "stopped leading");
-            self.leader.store(false, Ordering::Release);
         }
     }
 
@@ -177,5 +236,82 @@ impl Elector {
             Ok(_) => info!(identity = %self.config.identity, "released the leader lease"),
             Err(e) => warn!(error = %e, "could not release the leader lease"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{Request, Response};
+    use kube::Client;
+    use kube::client::Body;
+    use tower_test::mock;
+
+    use super::*;
+
+    fn config() -> LeaseConfig {
+        LeaseConfig {
+            name: "leader".into(),
+            identity: "op-a".into(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leadership_lapses_at_its_deadline_without_any_call() {
+        let leader = Leadership::follower();
+        assert!(!leader.is_leader());
+        leader.lead_until(Instant::now() + Duration::from_secs(10));
+        assert!(leader.is_leader());
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert!(leader.is_leader());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(
+            !leader.is_leader(),
+            "lapsed with no renewal and no failed request"
+        );
+        assert!(Leadership::always().is_leader());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_that_hangs_ends_leadership_at_the_renew_deadline() {
+        let (service, mut apiserver) = mock::pair::<Request<Body>, Response<Body>>();
+        let api = Api::namespaced(Client::new(service, "default"), "ops");
+        let leader = Leadership::follower();
+        let (triggers, mut fired) = Triggers::channel();
+        let stop = CancellationToken::new();
+        tokio::spawn(Elector::new(api, config(), leader.clone(), triggers).run(stop.clone()));
+
+        // No Lease yet: this replica creates it and leads.
+        let (get, send) = apiserver.next_request().await.unwrap();
+        assert_eq!(get.method(), http::Method::GET);
+        let not_found = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "reason": "NotFound", "code": 404,
+        });
+        send.send_response(
+            Response::builder()
+                .status(404)
+                .body(Body::from(serde_json::to_vec(&not_found).unwrap()))
+                .unwrap(),
+        );
+        let (create, send) = apiserver.next_request().await.unwrap();
+        assert_eq!(create.method(), http::Method::POST);
+        let lease = create.into_body().collect_bytes().await.unwrap();
+        send.send_response(Response::builder().status(201).body(Body::from(lease)).unwrap());
+        assert_eq!(fired.recv().await, Some(ReconcileAll::Elected));
+        let elected_at = Instant::now();
+        assert!(leader.is_leader());
+
+        // The next renewal is sent and never answered (a black-holed apiserver).
+        let (_hung, _never_answered) = apiserver.next_request().await.unwrap();
+        assert!(leader.is_leader(), "still within the renew deadline");
+        tokio::time::sleep_until(elected_at + config().renew_deadline).await;
+        assert!(
+            !leader.is_leader(),
+            "leadership lapsed while the renewal still hangs"
+        );
+        stop.cancel();
     }
 }

@@ -139,3 +139,103 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     assert_eq!(holder(&leases).await, None, "released on SIGTERM");
     common::delete_namespace(&client, &ns).await;
 }
+
+fn signal(op: &common::Operator, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &op.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig}");
+}
+
+/// Events this replica reported since `since`.
+async fn events_by(client: &kube::Client, ns: &str, instance: &str, since: jiff::Timestamp) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reporting_instance.as_deref() == Some(instance))
+        .filter(|e| e.event_time.as_ref().is_some_and(|t| t.0 >= since))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_paused_leader_writes_nothing_once_its_lease_has_passed() {
+    let common::Env {
+        client,
+        ns,
+        sessions,
+        pods,
+        ..
+    } = common::Env::new("fence").await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let a = common::Operator::start(&ns, &[&["--instance", "op-a"][..], &LEASE].concat());
+    a.wait_ready().await;
+    common::wait_for("op-a leads", Duration::from_secs(15), || async {
+        (holder(&leases).await.as_deref() == Some("op-a")).then_some(())
+    })
+    .await;
+    let b = common::Operator::start(&ns, &[&["--instance", "op-b"][..], &LEASE].concat());
+    b.wait_ready().await;
+    common::create_session(&sessions, "s1", json!({})).await;
+    converged(&sessions, &pods, "s1").await;
+    let writes = a.sample("whatsapp_operator_status_writes_total").await;
+    assert!(writes > 0.0);
+
+    // Paused (as a stalled node or a long GC pause would): its renewals stop, the standby
+    // takes over and suspends s1 while the old leader still believes it leads.
+    signal(&a, "-STOP");
+    let paused = Instant::now();
+    common::wait_for("op-b leads", Duration::from_secs(20), || async {
+        (holder(&leases).await.as_deref() == Some("op-b")).then_some(())
+    })
+    .await;
+    sessions
+        .patch(
+            "s1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "spec": { "suspend": true } })),
+        )
+        .await
+        .unwrap();
+    common::wait_for("op-b suspends s1", Duration::from_secs(20), || async {
+        pods.get_opt("wa-s1").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    // Paused ten seconds in all: well past its renew deadline (3 s) and lease (4 s).
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(paused.elapsed())).await;
+    let mark = a.logs().len();
+    let resumed = jiff::Timestamp::now();
+    signal(&a, "-CONT");
+
+    // Its watches catch up with everything op-b did; a leader would act on it.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = a.logs()[mark..].to_string();
+    assert_eq!(
+        a.sample("whatsapp_operator_status_writes_total").await,
+        writes,
+        "no status write after the pause"
+    );
+    for write in ["created Pod", "deleted Pod", "status written"] {
+        assert!(!after.contains(write), "{write} after the pause:\n{after}");
+    }
+    assert_eq!(
+        events_by(&client, &ns, "op-a", resumed).await,
+        Vec::<String>::new()
+    );
+    assert!(
+        pods.get_opt("wa-s1").await.unwrap().is_none(),
+        "no Pod for the suspended session"
+    );
+    assert_eq!(holder(&leases).await.as_deref(), Some("op-b"));
+    assert!(
+        after.contains("stopped leading"),
+        "the old leader says it stepped down:\n{after}"
+    );
+    drop(b);
+    common::delete_namespace(&client, &ns).await;
+}

@@ -3,7 +3,6 @@
 //! answers it gets, and what the reconcile then decides.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use http::{Method, Request, Response};
@@ -188,7 +187,11 @@ fn context(sessions: &[&WhatsAppSession], pods: &[WorkerPod], leader: bool) -> (
                 instance: None,
             },
         ),
-        leader: Arc::new(AtomicBool::new(leader)),
+        leader: if leader {
+            Leadership::always()
+        } else {
+            Leadership::follower()
+        },
         memory: Memory::default(),
         metrics: Arc::new(Metrics::new(&ErrorCategory::labels())),
     };
@@ -205,6 +208,27 @@ async fn a_follower_makes_no_request() {
     let (ctx, apiserver) = context(&[&s], &[], false);
     let action = reconcile(Arc::new(s), ctx.clone()).await.unwrap();
     assert_eq!(action, Action::await_change());
+    drop(ctx);
+    apiserver.expect_no_more().await;
+}
+
+#[tokio::test]
+async fn a_reconcile_that_outlives_its_leadership_writes_nothing_more() {
+    // The session lost its Pod: the reconcile reads the claim, then would create the Pod.
+    let s = session(stored(7, StoredStatus::Connected));
+    let (ctx, mut apiserver) = context(&[&s], &[], true);
+    let leader = ctx.leader.clone();
+    let run = spawn_reconcile(&s, &ctx);
+    let claim = apiserver.expect(Method::GET, CLAIM).await;
+    // Leadership ends while the reconcile waits for the apiserver.
+    assert!(leader.resign());
+    claim.reply(
+        200,
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": { "name": "wa-alpha-auth" },
+        }),
+    );
+    assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
     drop(ctx);
     apiserver.expect_no_more().await;
 }
