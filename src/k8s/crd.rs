@@ -189,6 +189,11 @@ pub struct WhatsAppSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pairing: Option<PairingStatus>,
 
+    /// uid of the PersistentVolumeClaim that holds the session's pairing data, recorded when the
+    /// operator created or adopted it: under reclaimPolicy Delete only this claim is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_uid: Option<String>,
+
     /// metadata.generation the operator last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -14,13 +14,15 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::k8s::crd::{ReclaimPolicy, WhatsAppSession, WhatsAppSessionStatus};
-use crate::k8s::names::{is_controlled_by, pod_name, pod_spec_hash, pvc_name};
+use crate::k8s::names::{
+    MANAGED_BY, MANAGED_BY_LABEL, SESSION_LABEL, is_controlled_by, pod_name, pod_spec_hash, pvc_name,
+};
 use crate::k8s::session_state::PodFacts;
 use crate::k8s::status::{PairingMethod, StoredStatus};
 use crate::k8s::tolerated::{CONFLICT, NOT_FOUND, tolerating};
 use crate::k8s::worker_pod::WorkerPod;
 use crate::reconcile::decisions::{
-    DeleteReason, PlanInput, PodAction, StatusInput, desired_status, facts_after, plan_pod,
+    DeleteReason, NameConflict, PlanInput, PodAction, StatusInput, desired_status, facts_after, plan_pod,
 };
 use crate::reconcile::desired::{PodDefaults, desired_pod, desired_pvc, reclaim_policy};
 use crate::reconcile::error::{Error, Result};
@@ -134,43 +136,69 @@ async fn apply(cached: &WhatsAppSession, ctx: &Context) -> Result<Action> {
     };
     let id = session_id_number(session, &uid, ctx).await?;
 
-    let pod = ctx.pods.get(&ObjectRef::new(&pod_name(session)).within(&ns));
-    // A Pod of an earlier session with the same name is not ours to manage; wait for the
-    // garbage collector to remove it.
+    let mut conflict = None;
+    let mut pod = ctx.pods.get(&ObjectRef::new(&pod_name(session)).within(&ns));
     if let Some(p) = pod.as_deref().filter(|p| !is_controlled_by(*p, &uid)) {
-        debug!(pod = %p.name_any(), "Pod belongs to another object; waiting");
-        return Ok(Action::requeue(Duration::from_secs(2)));
+        // A Pod of an earlier session with the same name: wait for the garbage collector.
+        if controlled_by_a_session(p) {
+            debug!(pod = %p.name_any(), "Pod belongs to an earlier session; waiting");
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        // Anything else is not ours to manage, restart or point the status at.
+        conflict = Some(NameConflict::Pod(p.name_any()));
+        pod = None;
     }
     let facts = pod.as_deref().map(PodFacts::from_pod);
     let desired = desired_pod(session, &ctx.defaults);
     let now = Instant::now();
-    let action = plan_pod(
-        session,
-        &PlanInput {
-            pod: pod.as_deref(),
-            facts: facts.as_ref(),
-            desired_hash: pod_spec_hash(&desired).unwrap_or_default(),
-            backoff_left: ctx.memory.backoff_left(&uid, now),
-        },
-    );
+    let mut action = match conflict {
+        Some(_) => PodAction::Keep,
+        None => plan_pod(
+            session,
+            &PlanInput {
+                pod: pod.as_deref(),
+                facts: facts.as_ref(),
+                desired_hash: pod_spec_hash(&desired).unwrap_or_default(),
+                backoff_left: ctx.memory.backoff_left(&uid, now),
+            },
+        ),
+    };
 
     let stored_restarts = session.status.as_ref().and_then(|s| s.restarts).unwrap_or(0);
     let mut restarts = stored_restarts.max(ctx.memory.restarts(&uid));
-    match &action {
-        PodAction::Keep | PodAction::Backoff(_) => {}
-        PodAction::Create { restart } => {
-            ensure_pvc(session, &ns, ctx).await?;
-            let created = create_pod(&desired, &ns, ctx).await?;
-            if *restart && created {
-                restarts += 1;
-                ctx.memory.record_restart(&uid, now, restarts);
+    let mut claim_uid = None;
+    if matches!(action, PodAction::Create { .. }) {
+        match ensure_pvc(session, &ns, ctx).await? {
+            Claim::Ready(uid) => claim_uid = Some(uid),
+            Claim::Terminating => {
+                debug!(session = %session.name_any(), %ns, "claim is being deleted; waiting");
+                return Ok(Action::requeue(Duration::from_secs(2)));
             }
-            if created {
-                info!(session = %session.name_any(), %ns, restart, restarts, "created Pod");
-            } else {
-                debug!(session = %session.name_any(), %ns, "Pod already exists; the cache was behind");
+            Claim::Foreign => {
+                conflict = Some(NameConflict::Claim(pvc_name(session)));
+                action = PodAction::Keep;
             }
         }
+    }
+    match &action {
+        PodAction::Keep | PodAction::Backoff(_) => {}
+        PodAction::Create { restart } => match create_pod(&desired, &ns, &uid, ctx).await? {
+            Created::New => {
+                if *restart {
+                    restarts += 1;
+                    ctx.memory.record_restart(&uid, now, restarts);
+                }
+                info!(session = %session.name_any(), %ns, restart, restarts, "created Pod");
+            }
+            Created::AlreadyOurs => {
+                debug!(session = %session.name_any(), %ns, "Pod already exists; the cache was behind");
+            }
+            // Not in the cache (it only holds the operator's labelled Pods): found by its name.
+            Created::Foreign => {
+                conflict = Some(NameConflict::Pod(pod_name(session)));
+                action = PodAction::Keep;
+            }
+        },
         PodAction::Delete { uid: pod_uid, reason } => {
             delete_pod(&pod_name(session), pod_uid, &ns, ctx).await?;
             info!(session = %session.name_any(), %ns, ?reason, "deleted Pod");
@@ -185,12 +213,26 @@ async fn apply(cached: &WhatsAppSession, ctx: &Context) -> Result<Action> {
             id,
             restarts,
             now: Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH),
+            claim_uid,
+            conflict: conflict.clone(),
         },
     );
+
     if status.status.is_some_and(StoredStatus::is_connected) {
         ctx.memory.connected(&uid);
     }
     write_status(session, status, ctx).await?;
+    if let Some(conflict) = &conflict {
+        warn!(session = %session.name_any(), %ns, reason = conflict.reason(), "name conflict");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "NameConflict".into(),
+            note: Some(conflict.message()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        publish(&event, session, ctx).await;
+    }
     Ok(next_look(&action))
 }
 
@@ -231,32 +273,92 @@ fn highest_id(sessions: &Store<WhatsAppSession>) -> i64 {
         .unwrap_or(0)
 }
 
-async fn ensure_pvc(session: &WhatsAppSession, ns: &str, ctx: &Context) -> Result<()> {
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
-    // Create only: a claim's spec is mostly immutable, and a retained claim from an earlier
-    // session of the same name holds that session's pairing, which is exactly what we want.
-    if api.get_opt(&pvc_name(session)).await?.is_some() {
-        return Ok(());
-    }
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    fence(ctx)?;
-    tolerating(api.create(&params, &desired_pvc(session)).await, &[CONFLICT])?;
-    Ok(())
+/// The claim for the session's pairing data, as found (or created).
+#[derive(Debug, PartialEq)]
+enum Claim {
+    /// The session's own claim (created now, or retained from an earlier session of the same
+    /// name, which holds that session's pairing: exactly what we want), with its uid.
+    Ready(String),
+    /// Being deleted: a Pod created now would mount a claim about to vanish.
+    Terminating,
+    /// Of the same name but without the session's label: never adopted.
+    Foreign,
 }
 
-/// Creates the Pod; false when it already existed.
-async fn create_pod(pod: &Pod, ns: &str, ctx: &Context) -> Result<bool> {
+async fn ensure_pvc(session: &WhatsAppSession, ns: &str, ctx: &Context) -> Result<Claim> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    // Create only: a claim's spec is mostly immutable.
+    let found = match api.get_opt(&pvc_name(session)).await? {
+        Some(found) => found,
+        None => {
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            fence(ctx)?;
+            match tolerating(api.create(&params, &desired_pvc(session)).await, &[CONFLICT])? {
+                Some(created) => created,
+                // Created meanwhile by someone else: judge it like any claim found.
+                None => api.get(&pvc_name(session)).await?,
+            }
+        }
+    };
+    Ok(judge_claim(session, &found))
+}
+
+fn judge_claim(session: &WhatsAppSession, claim: &PersistentVolumeClaim) -> Claim {
+    if claim.metadata.deletion_timestamp.is_some() {
+        return Claim::Terminating;
+    }
+    if !is_sessions_claim(session, claim) {
+        return Claim::Foreign;
+    }
+    claim.uid().map_or(Claim::Foreign, Claim::Ready)
+}
+
+/// Labelled by the operator for a session of this name.
+fn is_sessions_claim(session: &WhatsAppSession, claim: &PersistentVolumeClaim) -> bool {
+    let labels = claim.labels();
+    labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+        && labels.get(SESSION_LABEL) == Some(&session.name_any())
+}
+
+/// Owned (as controller) by some WhatsAppSession: an earlier session of the same name.
+fn controlled_by_a_session<K: Resource>(obj: &K) -> bool {
+    obj.owner_references().iter().any(|o| {
+        o.controller == Some(true)
+            && o.kind == WhatsAppSession::kind(&())
+            && o.api_version == WhatsAppSession::api_version(&())
+    })
+}
+
+/// What creating the session's Pod found.
+enum Created {
+    New,
+    /// The session's Pod was there already: the cache had not seen it yet (the deterministic
+    /// name keeps it to one Pod).
+    AlreadyOurs,
+    /// A Pod of that name that is not the session's.
+    Foreign,
+}
+
+async fn create_pod(pod: &Pod, ns: &str, session_uid: &str, ctx: &Context) -> Result<Created> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
     fence(ctx)?;
-    // A conflict: the cache had not seen it yet; the deterministic name keeps it to one Pod.
-    Ok(tolerating(api.create(&params, pod).await, &[CONFLICT])?.is_some())
+    if tolerating(api.create(&params, pod).await, &[CONFLICT])?.is_some() {
+        return Ok(Created::New);
+    }
+    let name = pod.name_any();
+    Ok(match api.get_opt(&name).await? {
+        Some(found) if !is_controlled_by(&found, session_uid) && !controlled_by_a_session(&found) => {
+            Created::Foreign
+        }
+        _ => Created::AlreadyOurs,
+    })
 }
 
 async fn delete_pod(name: &str, uid: &str, ns: &str, ctx: &Context) -> Result<()> {
@@ -410,6 +512,37 @@ fn pascal(s: StoredStatus) -> String {
     .into()
 }
 
+/// Deletes the session's claim: the one whose uid the status recorded, else one labelled as the
+/// session's (recorded before claims were), never another of the same name. True when it is
+/// gone (also when it was already).
+async fn delete_claim(session: &WhatsAppSession, ns: &str, ctx: &Context) -> Result<bool> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let recorded = session.status.as_ref().and_then(|s| s.claim_uid.clone());
+    let uid = match recorded {
+        Some(uid) => uid,
+        None => match api.get_opt(&pvc_name(session)).await? {
+            None => return Ok(true),
+            Some(claim) if is_sessions_claim(session, &claim) => claim.uid().unwrap_or_default(),
+            Some(_) => return Ok(false),
+        },
+    };
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    fence(ctx)?;
+    // A conflict: the claim of that name is another one now (the precondition failed).
+    match api.delete(&pvc_name(session), &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == NOT_FOUND => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == CONFLICT => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Deletion: the Pod goes; the pairing data goes only under `reclaimPolicy: Delete`.
 async fn cleanup(session: &WhatsAppSession, ctx: &Context) -> Result<Action> {
     let ns = session
@@ -423,18 +556,16 @@ async fn cleanup(session: &WhatsAppSession, ctx: &Context) -> Result<Action> {
     }
     let policy = reclaim_policy(session);
     let note = match policy {
-        ReclaimPolicy::Delete => {
-            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-            fence(ctx)?;
-            tolerating(
-                pvcs.delete(&pvc_name(session), &DeleteParams::default()).await,
-                &[NOT_FOUND],
-            )?;
-            format!(
+        ReclaimPolicy::Delete => match delete_claim(session, &ns, ctx).await? {
+            true => format!(
                 "deleted Pod and PersistentVolumeClaim {} (reclaimPolicy Delete)",
                 pvc_name(session)
-            )
-        }
+            ),
+            false => format!(
+                "deleted Pod; kept PersistentVolumeClaim {}: it is not the claim this session created or adopted",
+                pvc_name(session)
+            ),
+        },
         ReclaimPolicy::Retain => format!(
             "deleted Pod; kept PersistentVolumeClaim {} with the pairing data (reclaimPolicy Retain)",
             pvc_name(session)

@@ -123,6 +123,39 @@ pub struct StatusInput {
     pub id: i64,
     pub restarts: i32,
     pub now: Timestamp,
+    /// The claim holding the pairing data, when known this time.
+    pub claim_uid: Option<String>,
+    /// A name the session needs is taken by an object that is not the session's.
+    pub conflict: Option<NameConflict>,
+}
+
+/// An object of the session's name that the operator must not adopt or point at.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NameConflict {
+    Pod(String),
+    Claim(String),
+}
+
+impl NameConflict {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NameConflict::Pod(_) => "PodNameTaken",
+            NameConflict::Claim(_) => "ClaimNameTaken",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            NameConflict::Pod(name) => format!(
+                "Pod {name} exists and is not this session's: the operator will not use it; delete or rename it"
+            ),
+            NameConflict::Claim(name) => format!(
+                "PersistentVolumeClaim {name} exists without this session's label: the operator will not adopt \
+                 it (it may hold another session's pairing data); delete or rename it, or label it \
+                 whatsapp-operator.dev/session=<this session>"
+            ),
+        }
+    }
 }
 
 /// The status the session should have. Equal inputs give an equal status (timestamps only
@@ -154,20 +187,63 @@ pub fn desired_status(
         status: Some(stored),
         connection_status: Some(live.connection_status),
         is_authenticated: Some(live.is_authenticated),
-        pod_name: (!suspended || facts.is_some()).then(|| pod_name(session)),
+        // Never a Pod that is not the session's.
+        pod_name: (!matches!(input.conflict, Some(NameConflict::Pod(_))) && (!suspended || facts.is_some()))
+            .then(|| pod_name(session)),
         start_time: facts.and_then(|f| f.start_time).map(Time),
         updated_at: Some(updated_at),
         restarts: Some(input.restarts),
-        last_disconnect_reason: disconnect_reason(facts, suspended).or(prev.last_disconnect_reason),
+        last_disconnect_reason: match &input.conflict {
+            Some(conflict) => Some(conflict.message()),
+            None => disconnect_reason(facts, suspended),
+        }
+        .or_else(|| prev.last_disconnect_reason.clone()),
         pairing: live.pairing.map(|p| PairingStatus {
             method: p.method,
             code: p.code,
             expires_at: Time(p.expires_at),
         }),
+        claim_uid: input.claim_uid.clone().or(prev.claim_uid.clone()),
         observed_generation: session.metadata.generation,
-        conditions: Some(vec![ready]),
+        conditions: Some(
+            std::iter::once(ready)
+                .chain(
+                    input
+                        .conflict
+                        .as_ref()
+                        .map(|c| conflict_condition(session, c, &prev, input.now)),
+                )
+                .collect(),
+        ),
     }
 }
+
+/// `NameConflict`, present only while the conflict lasts (as `pairing` is).
+fn conflict_condition(
+    session: &WhatsAppSession,
+    conflict: &NameConflict,
+    prev: &WhatsAppSessionStatus,
+    now: Timestamp,
+) -> Condition {
+    let last_transition_time = prev
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == NAME_CONFLICT && c.status == "True")
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: NAME_CONFLICT.into(),
+        status: "True".into(),
+        reason: conflict.reason().into(),
+        message: conflict.message(),
+        observed_generation: session.metadata.generation,
+        last_transition_time,
+    }
+}
+
+/// The condition type of a [`NameConflict`].
+pub const NAME_CONFLICT: &str = "NameConflict";
 
 fn ready_condition(
     session: &WhatsAppSession,
@@ -396,6 +472,8 @@ mod tests {
                 id: 7,
                 restarts: 2,
                 now: now.parse().unwrap(),
+                claim_uid: None,
+                conflict: None,
             },
         )
     }

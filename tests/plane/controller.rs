@@ -6,6 +6,7 @@ use crate::common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -344,6 +345,92 @@ async fn deletion_keeps_or_deletes_pairing_data_per_reclaim_policy() {
     assert!(
         env.pvcs.get_opt("wa-kept-auth").await.unwrap().is_some(),
         "Retain keeps the pairing data"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_claim_and_a_pod_that_are_not_the_sessions_are_never_adopted_or_deleted() {
+    let env = common::Env::new("conflict").await;
+    let _op = common::Operator::start(&env.ns, &[]);
+    // A claim of the name the session would use, without its label: someone else's data.
+    let foreign: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": { "name": "wa-gamma-auth", "labels": { "app": "someone-else" } },
+        "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } },
+    }))
+    .unwrap();
+    env.pvcs.create(&PostParams::default(), &foreign).await.unwrap();
+    env.create("gamma", json!({ "storage": { "reclaimPolicy": "Delete" } }))
+        .await;
+    let status = env
+        .status_where("gamma", "a NameConflict condition", |s| {
+            s.conditions.iter().flatten().any(|c| c.type_ == "NameConflict")
+        })
+        .await;
+    let condition = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "NameConflict")
+        .unwrap();
+    assert_eq!(condition.reason, "ClaimNameTaken");
+    assert!(
+        condition
+            .message
+            .contains("PersistentVolumeClaim wa-gamma-auth exists without this session's label")
+    );
+    assert_eq!(status.claim_uid, None);
+    assert!(
+        env.pods.get_opt("wa-gamma").await.unwrap().is_none(),
+        "no Pod mounts it"
+    );
+    assert!(
+        env.event_reasons("gamma")
+            .await
+            .contains(&"NameConflict".to_string())
+    );
+
+    // Deleting the session under reclaimPolicy Delete leaves the claim that was never its own.
+    env.sessions
+        .delete("gamma", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.gone(&env.sessions, "gamma").await;
+    let kept = env
+        .pvcs
+        .get_opt("wa-gamma-auth")
+        .await
+        .unwrap()
+        .expect("the foreign claim is kept");
+    assert_eq!(kept.labels()["app"], "someone-else");
+
+    // A Pod of the session's Pod name that the session does not own: not restarted, not used.
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "wa-delta" },
+        "spec": { "containers": [{ "name": "c", "image": "registry.invalid/other:1",
+            "securityContext": { "allowPrivilegeEscalation": false, "runAsNonRoot": true,
+                "runAsUser": 65532, "capabilities": { "drop": ["ALL"] },
+                "seccompProfile": { "type": "RuntimeDefault" } } }] },
+    }))
+    .unwrap();
+    let created = env.pods.create(&PostParams::default(), &pod).await.unwrap();
+    env.create("delta", json!({})).await;
+    let status = env
+        .status_where("delta", "a NameConflict condition", |s| {
+            s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "NameConflict" && c.reason == "PodNameTaken")
+        })
+        .await;
+    assert_eq!(
+        status.pod_name, None,
+        "the status does not point at the foreign Pod"
+    );
+    assert_eq!(
+        env.pods.get("wa-delta").await.unwrap().uid(),
+        created.uid(),
+        "left alone"
     );
     env.cleanup().await;
 }

@@ -9,7 +9,7 @@ fn the_chart_ships_the_same_crd() {
     .expect("the chart holds the CRD");
     assert!(
         chart == whatsapp_operator::k8s::crd::crd_yaml(),
-        "charts/whatsapp-operator/crds/ drifted from src/crd.rs; copy crds/ there again"
+        "charts/whatsapp-operator/crds/ drifted from src/k8s/crd.rs; copy crds/ there again"
     );
 }
 
@@ -22,6 +22,6 @@ fn crds_directory_matches_the_generated_crd() {
     let on_disk = std::fs::read_to_string(path).expect("crds/ holds the CRD");
     assert!(
         on_disk == whatsapp_operator::k8s::crd::crd_yaml(),
-        "crds/ drifted from src/crd.rs; regenerate it: cargo run -- crd > {path}"
+        "crds/ drifted from src/k8s/crd.rs; regenerate it: cargo run -- crd > {path}"
     );
 }

@@ -92,6 +92,13 @@ impl Call {
             .send_response(Response::builder().status(code).body(Body::from(bytes)).unwrap());
     }
 
+    /// Answers a create with the object it carried and the `uid` the apiserver gave it.
+    fn created(self, uid: &str) {
+        let mut body = self.body.clone();
+        body["metadata"]["uid"] = json!(uid);
+        self.reply(201, body)
+    }
+
     /// Answers with the object the request carried, as a create or replace does.
     fn echo(self, code: u16) {
         let body = self.body.clone();
@@ -133,6 +140,20 @@ fn stored(id: i64, status: StoredStatus) -> Option<WhatsAppSessionStatus> {
         pod_name: Some("wa-alpha".into()),
         restarts: Some(0),
         ..Default::default()
+    })
+}
+
+/// The session's claim as the operator labels it (retained from an earlier run, say).
+fn own_claim() -> Value {
+    claim(
+        json!({ "app.kubernetes.io/managed-by": "whatsapp-operator", "whatsapp-operator.dev/session": "alpha" }),
+    )
+}
+
+fn claim(labels: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": { "name": "wa-alpha-auth", "namespace": "ns", "uid": "claim-uid", "labels": labels },
     })
 }
 
@@ -222,12 +243,7 @@ async fn a_reconcile_that_outlives_its_leadership_writes_nothing_more() {
     let claim = apiserver.expect(Method::GET, CLAIM).await;
     // Leadership ends while the reconcile waits for the apiserver.
     assert!(leader.resign());
-    claim.reply(
-        200,
-        json!({
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": { "name": "wa-alpha-auth" },
-        }),
-    );
+    claim.reply(200, own_claim());
     assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
     drop(ctx);
     apiserver.expect_no_more().await;
@@ -255,7 +271,11 @@ async fn a_new_session_gets_an_id_a_claim_a_pod_and_a_conditional_first_status()
         .expect(Method::POST, "/api/v1/namespaces/ns/persistentvolumeclaims")
         .await;
     assert_eq!(claim.body["metadata"]["name"], "wa-alpha-auth");
-    claim.echo(201);
+    assert_eq!(
+        claim.body["metadata"]["labels"]["whatsapp-operator.dev/session"],
+        "alpha"
+    );
+    claim.created("claim-uid");
 
     let pod = apiserver.expect(Method::POST, PODS).await;
     assert_eq!(pod.body["metadata"]["name"], "wa-alpha");
@@ -272,6 +292,7 @@ async fn a_new_session_gets_an_id_a_claim_a_pod_and_a_conditional_first_status()
     assert_eq!(status.body["status"]["id"], 1);
     assert_eq!(status.body["status"]["status"], "connecting");
     assert_eq!(status.body["status"]["restarts"], 0);
+    assert_eq!(status.body["status"]["claimUid"], "claim-uid");
     // The first id is written only onto the object it was decided from.
     assert_eq!(status.body["metadata"]["resourceVersion"], "10");
     status.applied(&s);
@@ -314,12 +335,7 @@ async fn a_new_id_is_above_every_stored_one_even_when_the_counter_is_behind() {
     assert_eq!(won.body["metadata"]["resourceVersion"], "4");
     won.echo(200);
 
-    apiserver.expect(Method::GET, CLAIM).await.reply(
-        200,
-        json!({
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": { "name": "wa-alpha-auth" },
-        }),
-    );
+    apiserver.expect(Method::GET, CLAIM).await.reply(200, own_claim());
     apiserver.expect(Method::POST, PODS).await.echo(201);
     let status = apiserver.expect(Method::PATCH, SESSION_STATUS).await;
     assert_eq!(status.body["status"]["id"], 42);
@@ -335,17 +351,15 @@ async fn a_pod_that_already_exists_is_not_counted_as_a_restart() {
     let (ctx, mut apiserver) = context(&[&s], &[], true);
     let run = spawn_reconcile(&s, &ctx);
 
-    apiserver.expect(Method::GET, CLAIM).await.reply(
-        200,
-        json!({
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": { "name": "wa-alpha-auth" },
-        }),
-    );
+    apiserver.expect(Method::GET, CLAIM).await.reply(200, own_claim());
     // ... but the Pod is there: the cache was behind. Not an error, and not a restart.
     apiserver
         .expect(Method::POST, PODS)
         .await
         .refuse(409, "AlreadyExists");
+    // It is the session's own Pod (the cache was behind).
+    let own = serde_json::to_value(running_pod(&s, json!([]))).unwrap();
+    apiserver.expect(Method::GET, POD).await.reply(200, own);
     let status = apiserver.expect(Method::PATCH, SESSION_STATUS).await;
     assert_eq!(status.body["status"]["restarts"], 0);
     assert_eq!(status.body["status"]["status"], "connecting");
@@ -364,12 +378,7 @@ async fn a_lost_pod_that_is_recreated_counts_a_restart() {
     let s = session(stored(7, StoredStatus::Connected));
     let (ctx, mut apiserver) = context(&[&s], &[], true);
     let run = spawn_reconcile(&s, &ctx);
-    apiserver.expect(Method::GET, CLAIM).await.reply(
-        200,
-        json!({
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": { "name": "wa-alpha-auth" },
-        }),
-    );
+    apiserver.expect(Method::GET, CLAIM).await.reply(200, own_claim());
     apiserver.expect(Method::POST, PODS).await.echo(201);
     let status = apiserver.expect(Method::PATCH, SESSION_STATUS).await;
     assert_eq!(status.body["status"]["restarts"], 1);
@@ -509,8 +518,9 @@ async fn deleting_a_session_tolerates_its_pod_being_gone_and_keeps_retained_pair
 }
 
 #[tokio::test]
-async fn reclaim_policy_delete_removes_the_claim_and_tolerates_it_being_gone() {
+async fn reclaim_policy_delete_removes_the_recorded_claim_and_tolerates_it_being_gone() {
     let mut s = session(stored(3, StoredStatus::Connected));
+    s.status.as_mut().unwrap().claim_uid = Some("claim-uid".into());
     s.spec.storage = Some(SessionStorage {
         reclaim_policy: Some(ReclaimPolicy::Delete),
         ..Default::default()
@@ -519,10 +529,10 @@ async fn reclaim_policy_delete_removes_the_claim_and_tolerates_it_being_gone() {
     let (ctx, mut apiserver) = context(&[&s], &[], true);
     let run = spawn_reconcile(&s, &ctx);
     apiserver.expect(Method::GET, POD).await.refuse(404, "NotFound");
-    apiserver
-        .expect(Method::DELETE, CLAIM)
-        .await
-        .refuse(404, "NotFound");
+    let delete = apiserver.expect(Method::DELETE, CLAIM).await;
+    // Only the claim this session created or adopted.
+    assert_eq!(delete.body["preconditions"]["uid"], "claim-uid");
+    delete.refuse(404, "NotFound");
     let event = apiserver.expect(Method::POST, EVENTS).await;
     assert!(
         event.body["note"]
@@ -564,4 +574,187 @@ fn the_next_look_follows_the_pod_action() {
     for (action, next) in table {
         assert_eq!(next_look(&action), next, "{action:?}");
     }
+}
+
+#[tokio::test]
+async fn a_foreign_pod_of_the_sessions_name_is_a_conflict_not_its_pod() {
+    let s = session(stored(3, StoredStatus::Connected));
+    // Someone else's Pod (no owner) named as the session's would be.
+    let mut foreign = running_pod(
+        &s,
+        json!([{ "type": CONNECTION_CONDITION, "status": "True", "reason": "Connected" }]),
+    );
+    foreign.metadata.owner_references = None;
+    let (ctx, mut apiserver) = context(&[&s], &[foreign], true);
+    let run = spawn_reconcile(&s, &ctx);
+    // Neither deleted nor replaced: the status changes, and says why.
+    let status = apiserver.expect(Method::PATCH, SESSION_STATUS).await;
+    let written: WhatsAppSessionStatus = serde_json::from_value(status.body["status"].clone()).unwrap();
+    assert_eq!(
+        written.pod_name, None,
+        "the status does not point at the foreign Pod"
+    );
+    assert_ne!(
+        written.connection_status,
+        Some(crate::k8s::status::ConnectionStatus::Connected)
+    );
+    let conflict = written
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "NameConflict")
+        .expect("a NameConflict condition");
+    assert_eq!(
+        (conflict.status.as_str(), conflict.reason.as_str()),
+        ("True", "PodNameTaken")
+    );
+    assert!(
+        conflict
+            .message
+            .contains("Pod wa-alpha exists and is not this session's"),
+        "{}",
+        conflict.message
+    );
+    status.applied(&s);
+    let mut reasons = Vec::new();
+    for _ in 0..2 {
+        let event = apiserver.expect(Method::POST, EVENTS).await;
+        reasons.push((
+            event.body["reason"].as_str().unwrap().to_string(),
+            event.body["type"].as_str().unwrap().to_string(),
+        ));
+        event.echo(201);
+    }
+    assert!(
+        reasons.contains(&("NameConflict".into(), "Warning".into())),
+        "{reasons:?}"
+    );
+    assert_eq!(run.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    drop(ctx);
+    apiserver.expect_no_more().await;
+}
+
+#[tokio::test]
+async fn a_claim_without_the_sessions_label_is_never_adopted() {
+    let s = session(stored(3, StoredStatus::Disconnected));
+    let (ctx, mut apiserver) = context(&[&s], &[], true);
+    let run = spawn_reconcile(&s, &ctx);
+    apiserver
+        .expect(Method::GET, CLAIM)
+        .await
+        .reply(200, claim(json!({ "app": "someone-else" })));
+    // No Pod is created to mount it.
+    let status = apiserver.expect(Method::PATCH, SESSION_STATUS).await;
+    let written: WhatsAppSessionStatus = serde_json::from_value(status.body["status"].clone()).unwrap();
+    assert_eq!(written.claim_uid, None);
+    let conflict = written
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "NameConflict")
+        .expect("a NameConflict condition");
+    assert_eq!(conflict.reason, "ClaimNameTaken");
+    assert!(
+        conflict.message.contains("will not adopt"),
+        "{}",
+        conflict.message
+    );
+    status.applied(&s);
+    let event = apiserver.expect(Method::POST, EVENTS).await;
+    assert_eq!(
+        (&event.body["reason"], &event.body["type"]),
+        (&json!("NameConflict"), &json!("Warning"))
+    );
+    event.echo(201);
+    run.await.unwrap().unwrap();
+    drop(ctx);
+    apiserver.expect_no_more().await;
+}
+
+#[tokio::test]
+async fn a_terminating_claim_is_waited_for_not_mounted() {
+    let s = session(stored(3, StoredStatus::Disconnected));
+    let (ctx, mut apiserver) = context(&[&s], &[], true);
+    let run = spawn_reconcile(&s, &ctx);
+    let mut terminating = own_claim();
+    terminating["metadata"]["deletionTimestamp"] = json!("2025-07-25T09:00:00Z");
+    apiserver.expect(Method::GET, CLAIM).await.reply(200, terminating);
+    assert_eq!(
+        run.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(2))
+    );
+    drop(ctx);
+    apiserver.expect_no_more().await;
+}
+
+#[tokio::test]
+async fn reclaim_policy_delete_keeps_a_claim_it_cannot_tell_is_the_sessions() {
+    // Recorded before claims were: only a claim labelled as the session's would be deleted.
+    let mut s = session(stored(3, StoredStatus::Connected));
+    s.spec.storage = Some(SessionStorage {
+        reclaim_policy: Some(ReclaimPolicy::Delete),
+        ..Default::default()
+    });
+    s.metadata.deletion_timestamp = Some(Time("2025-07-25T09:00:00Z".parse().unwrap()));
+    let (ctx, mut apiserver) = context(&[&s], &[], true);
+    let run = spawn_reconcile(&s, &ctx);
+    apiserver.expect(Method::GET, POD).await.refuse(404, "NotFound");
+    apiserver
+        .expect(Method::GET, CLAIM)
+        .await
+        .reply(200, claim(json!({})));
+    // No DELETE: the Event comes next and says the claim was kept.
+    let event = apiserver.expect(Method::POST, EVENTS).await;
+    assert!(
+        event.body["note"]
+            .as_str()
+            .unwrap()
+            .contains("kept PersistentVolumeClaim wa-alpha-auth"),
+        "{}",
+        event.body
+    );
+    event.echo(201);
+    apiserver
+        .expect(
+            Method::PATCH,
+            "/apis/whatsapp-operator.dev/v1alpha1/namespaces/ns/whatsappsessions/alpha",
+        )
+        .await
+        .reply(200, serde_json::to_value(&s).unwrap());
+    assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_foreign_pod_outside_the_cache_is_found_when_creating_and_left_alone() {
+    // The cache holds only the operator's labelled Pods; an unlabelled one shows up as a 409.
+    let s = session(stored(3, StoredStatus::Disconnected));
+    let (ctx, mut apiserver) = context(&[&s], &[], true);
+    let run = spawn_reconcile(&s, &ctx);
+    apiserver.expect(Method::GET, CLAIM).await.reply(200, own_claim());
+    apiserver
+        .expect(Method::POST, PODS)
+        .await
+        .refuse(409, "AlreadyExists");
+    apiserver.expect(Method::GET, POD).await.reply(
+        200,
+        json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "wa-alpha", "namespace": "ns", "uid": "other" } }),
+    );
+    let status = apiserver.expect(Method::PATCH, SESSION_STATUS).await;
+    let written: WhatsAppSessionStatus = serde_json::from_value(status.body["status"].clone()).unwrap();
+    assert_eq!(written.pod_name, None);
+    assert_eq!(written.restarts, Some(0), "not a restart");
+    let conflict = written
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "NameConflict")
+        .expect("a NameConflict condition");
+    assert_eq!(conflict.reason, "PodNameTaken");
+    status.applied(&s);
+    let event = apiserver.expect(Method::POST, EVENTS).await;
+    assert_eq!(event.body["reason"], "NameConflict");
+    event.echo(201);
+    run.await.unwrap().unwrap();
+    drop(ctx);
+    apiserver.expect_no_more().await;
 }
