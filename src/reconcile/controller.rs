@@ -37,6 +37,8 @@ pub const FIELD_MANAGER: &str = "whatsapp-operator";
 pub const FINALIZER: &str = "whatsapp-operator.dev/cleanup";
 /// A safety net: even without events every session is looked at this often.
 const RESYNC: Duration = Duration::from_secs(300);
+/// A session's status (and the Events that come with it) is written at most this often.
+const WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Everything a reconcile needs, shared by all of them.
 pub struct Context {
@@ -220,6 +222,11 @@ async fn apply(cached: &WhatsAppSession, ctx: &Context) -> Result<Action> {
 
     if status.status.is_some_and(StoredStatus::is_connected) {
         ctx.memory.connected(&uid);
+    }
+    let wait = ctx.memory.write_pace(&uid, Instant::now(), WRITE_INTERVAL);
+    if !wait.is_zero() && session.status.clone().unwrap_or_default() != status {
+        debug!(session = %session.name_any(), ?wait, "status changed again soon; writing it later");
+        return Ok(Action::requeue(wait));
     }
     write_status(session, status, ctx).await?;
     if let Some(conflict) = &conflict {

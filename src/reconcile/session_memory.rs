@@ -18,6 +18,8 @@ struct Written {
 struct Entry {
     /// Id written to the session's status, in case the cached object predates that write.
     id: Option<i64>,
+    /// When the status was last written, for pacing the writes of a flapping session.
+    last_write: Option<Instant>,
     /// Restarts since the worker last connected; drives the backoff.
     consecutive_restarts: u32,
     last_restart: Option<Instant>,
@@ -108,8 +110,20 @@ impl Memory {
                 read,
                 produced,
                 status,
-            })
+            });
+            e.last_write = Some(Instant::now());
         });
+    }
+
+    /// How long to hold a status write back so a session's status is written at most once per
+    /// `interval`: a worker flapping many times a second costs a write (and its Events) per
+    /// interval, the last state winning, rather than one per change.
+    pub fn write_pace(&self, uid: &str, now: Instant, interval: Duration) -> Duration {
+        self.with_known(uid, |e| {
+            e.last_write.map_or(Duration::ZERO, |t| {
+                interval.saturating_sub(now.saturating_duration_since(t))
+            })
+        })
     }
 
     /// Counts a failed reconcile and returns how long to wait before the next try.
@@ -138,6 +152,27 @@ fn cache_is_behind(cached: &str, w: &Written) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_writes_are_paced_per_session() {
+        let m = Memory::default();
+        let second = Duration::from_secs(1);
+        let now = Instant::now();
+        assert_eq!(
+            m.write_pace("a", now, second),
+            Duration::ZERO,
+            "the first write is not held"
+        );
+        m.record_write("a", "1".into(), "2".into(), Default::default());
+        let held = m.write_pace("a", Instant::now(), second);
+        assert!(held > Duration::from_millis(900) && held <= second, "{held:?}");
+        assert_eq!(m.write_pace("a", Instant::now() + second, second), Duration::ZERO);
+        assert_eq!(
+            m.write_pace("b", Instant::now(), second),
+            Duration::ZERO,
+            "per session"
+        );
+    }
 
     fn status(restarts: i32) -> WhatsAppSessionStatus {
         WhatsAppSessionStatus {

@@ -234,6 +234,60 @@ async fn a_flapping_session_counts_repeats_on_one_event() {
 }
 
 #[tokio::test]
+async fn a_worker_flapping_ten_times_a_second_costs_a_bounded_number_of_writes() {
+    let env = common::Env::new("flap100").await;
+    let op = common::Operator::start(&env.ns, &[]);
+    env.create("flappy", json!({})).await;
+    env.running_pod("wa-flappy").await;
+    common::report(&env.pods, "wa-flappy", "Connected", "", None).await;
+    env.stored("flappy", StoredStatus::Connected, ConnectionStatus::Connected)
+        .await;
+    let before = op.sample("whatsapp_operator_status_writes_total").await;
+
+    // 100 changes in 10 s, ending Disconnected.
+    let start = std::time::Instant::now();
+    for i in 0..100u32 {
+        let (reason, message) = if i % 2 == 0 {
+            ("Disconnected", "stream closed")
+        } else {
+            ("Connected", "")
+        };
+        common::report(&env.pods, "wa-flappy", reason, message, None).await;
+        let next = start + Duration::from_millis(100) * (i + 1);
+        tokio::time::sleep(next.saturating_duration_since(std::time::Instant::now())).await;
+    }
+    common::report(&env.pods, "wa-flappy", "Disconnected", "stream closed", None).await;
+    // The last state wins.
+    env.stored(
+        "flappy",
+        StoredStatus::Disconnected,
+        ConnectionStatus::Disconnected,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = op.sample("whatsapp_operator_status_writes_total").await - before;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.client.clone(), &env.ns);
+    let published: i32 = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|e| matches!(e.reason.as_deref(), Some("Connected" | "Disconnected")))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum();
+    eprintln!(
+        "100 changes in {:?}: {writes} status writes, {published} status Events",
+        start.elapsed()
+    );
+    // At most one write a second while it flaps (10 s), and the last one after.
+    assert!(writes <= 13.0, "{writes} status writes for 100 changes");
+    assert!(published <= 14, "{published} status Events for 100 changes");
+    drop(op);
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn dead_pods_are_recreated_and_counted() {
     let env = common::Env::new("restart").await;
     let op = common::Operator::start(&env.ns, &[]);
