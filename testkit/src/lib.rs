@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::{Client, Config, ResourceExt};
 use serde_json::json;
 
 /// The kubeconfig of the local plane: $KUBECONFIG, else where hack/cluster/up.sh writes it.
@@ -105,7 +105,30 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
     name
 }
 
+/// Deletes a test's namespace. Its sessions carry the operator's finalizer, and with no
+/// operator left to remove it the namespace would stay Terminating for good, its controller
+/// retrying it for the rest of the run: the finalizers go first.
 pub async fn delete_namespace(client: &Client, name: &str) {
+    let resource = ApiResource {
+        group: "whatsapp-operator.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "whatsapp-operator.dev/v1alpha1".into(),
+        kind: "WhatsAppSession".into(),
+        plural: "whatsappsessions".into(),
+    };
+    let sessions: Api<DynamicObject> = Api::namespaced_with(client.clone(), name, &resource);
+    if let Ok(list) = sessions.list_metadata(&ListParams::default()).await {
+        let unlock = json!({ "metadata": { "finalizers": null } });
+        for session in list.items.iter().filter(|s| !s.finalizers().is_empty()) {
+            let _ = sessions
+                .patch(
+                    &session.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&unlock),
+                )
+                .await;
+        }
+    }
     let _ = Api::<Namespace>::all(client.clone())
         .delete(name, &DeleteParams::default())
         .await;
