@@ -136,6 +136,25 @@ async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
     })
     .await;
 
+    // Every session settled first: a status change is written at most once a second per
+    // session, so a Pod that went Running just now may still have a write to come.
+    common::wait_for("s3's Pod running", T, || async {
+        let phase = pods.get("wa-s3").await.ok()?.status?.phase;
+        (phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    let settling = Instant::now();
+    let mut last = op.sample("whatsapp_operator_status_writes_total").await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = op.sample("whatsapp_operator_status_writes_total").await;
+        if now == last {
+            break;
+        }
+        last = now;
+        assert!(settling.elapsed() < T, "status writes did not settle");
+    }
+
     // Someone else writes the status; the operator puts it back once and then stays quiet.
     sessions
         .patch_status(
