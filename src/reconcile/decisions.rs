@@ -225,13 +225,7 @@ fn conflict_condition(
     prev: &WhatsAppSessionStatus,
     now: Timestamp,
 ) -> Condition {
-    let last_transition_time = prev
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == NAME_CONFLICT && c.status == "True")
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
+    let last_transition_time = transition_time(prev, NAME_CONFLICT, "True", now);
     Condition {
         type_: NAME_CONFLICT.into(),
         status: "True".into(),
@@ -240,6 +234,16 @@ fn conflict_condition(
         observed_generation: session.metadata.generation,
         last_transition_time,
     }
+}
+
+/// When condition `type_` took `status`: kept from the previous status while it holds it, now
+/// when it changes.
+fn transition_time(prev: &WhatsAppSessionStatus, type_: &str, status: &str, now: Timestamp) -> Time {
+    prev.conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or(Time(now), |c| c.last_transition_time.clone())
 }
 
 /// The condition type of a [`NameConflict`].
@@ -279,13 +283,7 @@ fn ready_condition(
         (reason, format!("connection status {connection}"))
     };
     let status = if ready { "True" } else { "False" };
-    let last_transition_time = prev
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "Ready" && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
+    let last_transition_time = transition_time(prev, "Ready", status, now);
     Condition {
         type_: "Ready".into(),
         status: status.into(),
