@@ -48,6 +48,16 @@ pub struct RunArgs {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,
 
+    /// Seconds a client may leave a response unread (its socket full) before the connection
+    /// is closed: a stalled reader does not hold a connection or its buffers for good.
+    #[arg(long, env = "WRITE_TIMEOUT", default_value_t = 30)]
+    pub write_timeout: u64,
+
+    /// Changes `GET /sessions/events` keeps for clients that reconnect (Last-Event-ID) or
+    /// read slowly; a client further behind is dropped and starts again from a snapshot.
+    #[arg(long, env = "STREAM_BACKLOG", default_value_t = 4096)]
+    pub stream_backlog: usize,
+
     /// File of API keys for the session API, one per line; re-read when it changes, so keys
     /// can be rotated by adding the new one, moving clients, then removing the old one.
     #[arg(long, env = "API_KEY_FILE")]

@@ -48,16 +48,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new(&ErrorCategory::labels()));
     // The stores exist from the start; their watches retry until the CRD is installed.
     let (stores, feeds) = reflectors::build(client.clone(), args.namespace.as_deref());
-    let app = server::router(server::AppState::new(
+    let state = server::AppState::new(
         metrics.clone(),
         stores.clone(),
         keys,
         args.per_session_metrics,
-    ));
+        args.stream_backlog,
+    );
+    tokio::spawn(state.publish_changes(shutdown.clone()));
+    let app = server::router(state);
     let limits = listener::Limits {
         max_connections: args.max_connections.max(1),
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        write_timeout: Duration::from_secs(args.write_timeout.max(1)),
         ..Default::default()
     };
     let server = tokio::spawn(listener::serve(

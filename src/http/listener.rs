@@ -1,12 +1,15 @@
 //! Accepting HTTP connections with limits, so slow or greedy clients cannot hold the server's
 //! memory or its connections: a cap on open connections, a deadline for a request's header and a
-//! cap on its size, a deadline for each response, and a bound on how long shutdown waits for
-//! connections still open. axum's `serve` sets none of these (hyper's header deadline needs a
+//! cap on its size, a deadline for each response, a deadline for a client to read what is
+//! written to it, and a bound on how long shutdown waits for connections still open. axum's `serve` sets none of these (hyper's header deadline needs a
 //! timer that it does not give hyper).
 
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
@@ -36,6 +40,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// A response's head must be ready within this long; otherwise 503 with the envelope.
     pub request_timeout: Duration,
+    /// A write may wait this long for a client that does not read (its socket buffers full)
+    /// before the connection is closed.
+    pub write_timeout: Duration,
     /// How long shutdown waits for open connections before closing them.
     pub shutdown_grace: Duration,
 }
@@ -47,6 +54,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -90,7 +98,10 @@ pub async fn serve(
         };
         nodelay(&tcp);
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service.clone())
+            .serve_connection_with_upgrades(
+                TokioIo::new(WriteDeadline::new(tcp, limits.write_timeout)),
+                service.clone(),
+            )
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -134,6 +145,89 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 fn nodelay(tcp: &TcpStream) {
     if let Err(err) = tcp.set_nodelay(true) {
         warn!(%err, "cannot turn Nagle's algorithm off for a connection");
+    }
+}
+
+/// A connection whose writes fail once one has waited `limit` for the client to read: hyper
+/// then closes it. Without it a client that stops reading (a change stream's, or a list's
+/// halfway) holds its connection and the kernel's buffers for as long as it likes.
+struct WriteDeadline<T> {
+    inner: T,
+    limit: Duration,
+    /// Running while a write waits for room; reset by any write that makes progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    fn new(inner: T, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// `poll` is a write or flush on the inner connection; its waiting counts toward the limit.
+    fn guard<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>>
+    where
+        T: Unpin,
+    {
+        match poll(Pin::new(&mut self.inner), cx) {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let limit = self.limit;
+                let timer = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the client read nothing for {}s", limit.as_secs()),
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.get_mut().guard(cx, |io, cx| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .guard(cx, |io, cx| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().guard(cx, |io, cx| io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -194,6 +288,62 @@ mod tests {
         assert!(
             json["message"].as_str().unwrap().contains("took longer"),
             "{json}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_disconnected_after_the_write_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Endless 64 KiB chunks: a reader that stops fills the socket buffers within moments.
+        let app = Router::new()
+            .route(
+                "/endless",
+                axum::routing::get(|| async {
+                    let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+                    let chunks = futures::stream::repeat_with(move || Ok::<_, Infallible>(chunk.clone()));
+                    axum::body::Body::from_stream(chunks)
+                }),
+            )
+            .route("/ok", axum::routing::get(|| async { "ok" }));
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // One connection at a time: the second client is served only once the stalled one is
+        // closed.
+        let limits = Limits {
+            max_connections: 1,
+            write_timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
+        tokio::spawn(serve(listener, app, limits, std::future::pending()));
+
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stalled = socket.connect(addr).await.unwrap();
+        stalled
+            .write_all(b"GET /endless HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+
+        let mut other = TcpStream::connect(addr).await.unwrap();
+        other
+            .write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), other.read_to_string(&mut answer))
+            .await
+            .expect("served once the stalled connection is closed")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+        // The stalled client, reading at last, finds its stream cut short.
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut sink))
+            .await
+            .expect("the connection ends");
+        assert!(
+            read.is_err() || sink.len() < 64 << 20,
+            "the endless body was cut off"
         );
     }
 }

@@ -12,12 +12,15 @@ use axum::response::Response;
 use super::auth::ApiKeys;
 use super::envelope::failure;
 use crate::fleet::{Row, Snapshot};
-use crate::render::Renderer;
+use crate::render::{ChangeStream, Renderer};
 
-/// The session API's state: the fleet as rendered, and the keys.
+/// The session API's state: the fleet as rendered, the change stream, and the keys.
 #[derive(Clone)]
 pub struct ApiState {
     pub renderer: Renderer,
+    pub stream: ChangeStream,
+    /// How often an idle change stream gets a comment.
+    pub keep_alive: std::time::Duration,
     pub keys: ApiKeys,
 }
 

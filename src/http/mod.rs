@@ -8,6 +8,7 @@ pub mod listener;
 mod lookup;
 mod pairing;
 pub mod server;
+mod session_events;
 mod sessions;
 
 pub use auth::ApiKeys;

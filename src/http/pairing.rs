@@ -259,8 +259,12 @@ mod tests {
             pod_writer.apply_watcher_event(&Event::Apply(p));
         }
         let stores = Stores::from_stores(sessions, pods);
+        let fleet = Fleet::new(stores);
+        let metrics = std::sync::Arc::new(crate::telemetry::operator_metrics::Metrics::new(&[]));
         let state = ApiState {
-            renderer: Renderer::new(Fleet::new(stores)),
+            stream: crate::render::ChangeStream::new(&fleet, 16, metrics),
+            keep_alive: std::time::Duration::from_secs(15),
+            renderer: Renderer::new(fleet),
             keys: ApiKeys::from_keys(&["k"]).unwrap(),
         };
         let router = super::super::sessions::router(state);

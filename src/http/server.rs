@@ -20,7 +20,7 @@ use super::envelope::failure;
 use super::lookup::ApiState;
 use super::sessions::authorize;
 use crate::fleet::Fleet;
-use crate::render::Renderer;
+use crate::render::{ChangeStream, Renderer};
 use crate::store::Stores;
 use crate::telemetry::operator_metrics::Metrics;
 
@@ -31,19 +31,41 @@ pub const OPENAPI: &str = include_str!("../../openapi.json");
 pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub renderer: Renderer,
+    /// The journal behind `/sessions/events`; its publishing task is the caller's to run
+    /// (`publish_changes`).
+    pub stream: ChangeStream,
     pub keys: ApiKeys,
     /// Per-session series on /metrics (they can be turned off for very large fleets).
     pub per_session: bool,
 }
 
 impl AppState {
-    pub fn new(metrics: Arc<Metrics>, stores: Stores, keys: ApiKeys, per_session: bool) -> Self {
+    /// `stream_backlog`: changes the stream keeps for clients that reconnect or read slowly.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        stores: Stores,
+        keys: ApiKeys,
+        per_session: bool,
+        stream_backlog: usize,
+    ) -> Self {
+        let fleet = Fleet::new(stores);
         Self {
+            stream: ChangeStream::new(&fleet, stream_backlog, metrics.clone()),
             metrics,
-            renderer: Renderer::new(Fleet::new(stores)),
+            renderer: Renderer::new(fleet),
             keys,
             per_session,
         }
+    }
+
+    /// The task that feeds the change stream from the stores, until `shutdown`.
+    pub fn publish_changes(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> impl Future<Output = ()> + use<> {
+        let fleet = self.renderer.fleet().clone();
+        let signal = self.stores().change_signal();
+        self.stream.clone().publish(fleet, signal, shutdown)
     }
 
     fn stores(&self) -> &Stores {
@@ -63,6 +85,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone());
     let api = super::sessions::router(ApiState {
         renderer: state.renderer.clone(),
+        stream: state.stream.clone(),
+        keep_alive: super::session_events::KEEP_ALIVE,
         keys: state.keys.clone(),
     });
     open.merge(api)

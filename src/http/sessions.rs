@@ -1,6 +1,6 @@
 //! The session API of the seed document: `GET /sessions`, `/sessions/connected`,
 //! `/sessions/all`, `/sessions/{sessionId}`, bearer-protected, served from the rendered
-//! snapshot, and the lookup and query parsing the pairing endpoints share.
+//! snapshot, the change stream `/sessions/events`, and the lookup and query parsing the pairing endpoints share.
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, Request, State};
@@ -21,6 +21,7 @@ pub(super) fn router(state: ApiState) -> Router {
         .route("/sessions", get(active))
         .route("/sessions/connected", get(connected))
         .route("/sessions/all", get(all))
+        .route("/sessions/events", get(super::session_events::events))
         .route("/sessions/{session_id}", get(one))
         .route("/sessions/{session_id}/qr", get(super::pairing::qr))
         .route(

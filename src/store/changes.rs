@@ -41,10 +41,21 @@ impl Changed {
 }
 
 /// Kept by the stores and written by their feeds.
-#[derive(Default)]
 pub struct Changes {
     version: AtomicU64,
     readers: Mutex<Vec<Weak<Mutex<Changed>>>>,
+    /// Wakes readers that wait for a change rather than look when asked (the change stream).
+    signal: tokio::sync::watch::Sender<()>,
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Self {
+            version: AtomicU64::default(),
+            readers: Mutex::default(),
+            signal: tokio::sync::watch::Sender::new(()),
+        }
+    }
 }
 
 impl Changes {
@@ -58,6 +69,11 @@ impl Changes {
         let changed = Arc::new(Mutex::new(Changed::everything()));
         lock(&self.readers).push(Arc::downgrade(&changed));
         ChangeFeed { changed }
+    }
+
+    /// Marked changed after each change; many changes before a look wake the reader once.
+    pub fn signal(&self) -> tokio::sync::watch::Receiver<()> {
+        self.signal.subscribe()
     }
 
     pub fn session(&self, session: &ObjectRef<WhatsAppSession>) {
@@ -79,6 +95,7 @@ impl Changes {
             None => false,
         });
         self.version.fetch_add(1, Ordering::AcqRel);
+        self.signal.send_replace(());
     }
 }
 
@@ -136,6 +153,19 @@ mod tests {
         let taken = a.take();
         assert!(taken.all);
         assert!(taken.sessions.is_empty());
+    }
+
+    #[test]
+    fn each_change_marks_the_signal() {
+        let changes = Changes::default();
+        let mut signal = changes.signal();
+        assert!(!signal.has_changed().unwrap());
+        changes.session(&r("s1"));
+        changes.session(&r("s2"));
+        assert!(signal.has_changed().unwrap(), "a change wakes the waiter");
+        signal.mark_unchanged();
+        changes.all();
+        assert!(signal.has_changed().unwrap(), "so does a relist");
     }
 
     #[test]

@@ -55,6 +55,11 @@ impl Stores {
         self.changes.subscribe()
     }
 
+    /// Marked changed whenever the stores change, for a reader that waits for changes.
+    pub fn change_signal(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changes.signal()
+    }
+
     /// For stores the caller fills: this session (or its Pod) changed.
     pub fn changed(&self, session: &ObjectRef<WhatsAppSession>) {
         self.changes.session(session)

@@ -3,8 +3,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramTimer, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Histogram, HistogramOpts, HistogramTimer, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -14,6 +14,8 @@ pub struct Metrics {
     duration: Histogram,
     status_writes: IntCounter,
     http_requests: IntCounterVec,
+    stream_clients: IntGauge,
+    stream_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -60,6 +62,16 @@ impl Metrics {
             &["route", "code"],
         )
         .expect("valid metric");
+        let stream_clients = IntGauge::new(
+            "whatsapp_operator_stream_clients",
+            "Clients connected to the change stream (GET /sessions/events)",
+        )
+        .expect("valid metric");
+        let stream_dropped = IntCounter::new(
+            "whatsapp_operator_stream_clients_dropped_total",
+            "Change-stream clients dropped because they fell further behind than the backlog",
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "whatsapp_operator_build_info",
@@ -82,6 +94,8 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(status_writes.clone()),
             Box::new(http_requests.clone()),
+            Box::new(stream_clients.clone()),
+            Box::new(stream_dropped.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -93,6 +107,8 @@ impl Metrics {
             duration,
             status_writes,
             http_requests,
+            stream_clients,
+            stream_dropped,
         }
     }
 
@@ -121,6 +137,18 @@ impl Metrics {
         self.http_requests
             .with_label_values(&[route, &code.to_string()])
             .inc();
+    }
+
+    pub fn stream_client_connected(&self) {
+        self.stream_clients.inc();
+    }
+
+    pub fn stream_client_disconnected(&self) {
+        self.stream_clients.dec();
+    }
+
+    pub fn stream_client_dropped(&self) {
+        self.stream_dropped.inc();
     }
 
     /// The operator's own metrics in the Prometheus text format.

@@ -89,6 +89,16 @@ impl Operator {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The process's resident memory.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
     pub async fn wait_ready(&self) {
         let http = reqwest::Client::new();
         wait_for("operator /readyz", Duration::from_secs(30), || async {

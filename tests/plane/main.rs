@@ -20,5 +20,6 @@ mod prometheus;
 mod restart;
 mod schemathesis;
 mod slow_clients;
+mod stream;
 mod worker;
 mod worker_admission;

@@ -107,6 +107,10 @@ async fn the_live_api_conforms_to_its_openapi_document() {
             "--max-time",
             "20",
         ])
+        // The change stream never ends, and the fuzzer reads every body to its end; the
+        // stream's own tests (stream.rs) check what it sends. Without a key it answers 401
+        // at once, so the run below covers it.
+        .args(["--exclude-path", "/sessions/events"])
         .args(["-H", &format!("Authorization: Bearer {}", common::API_KEY)])
         .output()
         .expect("schemathesis runs (hack/test.sh installs it; or set SCHEMATHESIS)");

@@ -13,15 +13,6 @@ use tokio::net::TcpStream;
 /// The start of a request whose header never ends.
 const HALF_A_HEADER: &[u8] = b"GET /sessions/all HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bear";
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
-}
-
 async fn half_sent(op: &common::Operator, n: usize) -> Vec<TcpStream> {
     let mut open = Vec::with_capacity(n);
     for _ in 0..n {
@@ -54,11 +45,11 @@ async fn seven_hundred_half_sent_requests_are_bounded_and_closed_after_the_deadl
     let op = common::Operator::start(&env.ns, &["--header-read-timeout", "4"]);
     op.wait_ready().await;
     env.create("alpha", json!({ "suspend": true })).await;
-    let before = rss_kib(op.pid());
+    let before = op.rss_kib();
 
     let slow = half_sent(&op, 700).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let held = rss_kib(op.pid()).saturating_sub(before);
+    let held = op.rss_kib().saturating_sub(before);
     eprintln!("RSS {before} KiB before, +{held} KiB with 700 half-sent requests");
     // Each waiting connection costs a task and a read buffer: tens of KiB, not MiB.
     assert!(held < 700 * 48, "700 half-sent requests hold {held} KiB");
