@@ -4,7 +4,7 @@
 # every command is there. Go and Rust are not installed here (the plane is built with the
 # local Go toolchain); their absence is reported.
 #   hack/deps.sh plane    openssl, curl, ss, setsid: starting the local control plane
-#   hack/deps.sh test     the plane's, and promtool, prometheus, node: the tests
+#   hack/deps.sh test     the plane's, and promtool, prometheus, node, chromium: the tests
 #   hack/deps.sh bench    the plane's, and wrk: the benchmark
 #   hack/deps.sh image    umoci, skopeo, musl-gcc, strip: the images (hack/image.sh)
 set -euo pipefail
@@ -14,7 +14,7 @@ plane=(openssl:openssl curl:curl ss:iproute2 setsid:util-linux)
 case "${1:-}" in
   plane) wanted=("${plane[@]}") ;;
   image) wanted=(umoci:umoci skopeo:skopeo musl-gcc:musl-tools strip:binutils) ;;
-  test) wanted=("${plane[@]}" promtool:prometheus prometheus:prometheus node:nodejs
+  test) wanted=("${plane[@]}" promtool:prometheus prometheus:prometheus node:nodejs chromium:chromium
     umoci:umoci skopeo:skopeo musl-gcc:musl-tools strip:binutils) ;;
   bench) wanted=("${plane[@]}" wrk:wrk) ;;
   *) echo "usage: $0 plane|test|bench|image" >&2; exit 2 ;;

@@ -59,6 +59,9 @@ fi
 cat >&2 <<MSG
 
   whatsapp-operator on http://127.0.0.1:3000 (Ctrl-C stops it); $workers
+  Console: open http://127.0.0.1:3000/ in a browser and enter the API key $key
+  Changes as they happen (Server-Sent Events):
+    curl -N -H "Authorization: Bearer $key" http://127.0.0.1:3000/sessions/events
     curl -H "Authorization: Bearer $key" http://127.0.0.1:3000/sessions/all
     curl -H "Authorization: Bearer $key" http://127.0.0.1:3000/sessions/connected
     curl http://127.0.0.1:3000/metrics

@@ -2,6 +2,7 @@
 //! (bearer-protected), pairing, and, open, `/livez`, `/readyz`, `/metrics`, `/openapi.json`.
 
 pub(crate) mod auth;
+mod console;
 mod content_encoding;
 mod envelope;
 pub mod listener;

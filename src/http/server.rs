@@ -1,5 +1,5 @@
-//! The HTTP server every replica runs: the session API (bearer-protected), and, open,
-//! `/livez`, `/readyz`, `/metrics` and `/openapi.json`.
+//! The HTTP server every replica runs: the session API (bearer-protected), and, open, the
+//! console page (`/`), `/livez`, `/readyz`, `/metrics` and `/openapi.json`.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -89,7 +89,8 @@ pub fn router(state: AppState) -> Router {
         keep_alive: super::session_events::KEEP_ALIVE,
         keys: state.keys.clone(),
     });
-    open.merge(api)
+    open.merge(super::console::router())
+        .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(move |method: Method, headers: HeaderMap, uri: Uri| {
             let keys = state.keys.clone();

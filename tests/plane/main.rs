@@ -8,8 +8,10 @@
 mod common;
 
 mod api;
+mod browser;
 mod chart;
 mod cluster;
+mod console;
 mod controller;
 mod crd_drift;
 mod events;
