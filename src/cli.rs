@@ -67,6 +67,15 @@ pub struct RunArgs {
     #[arg(long = "api-keys", env = "API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
 
+    /// Serve /metrics on this address instead of --listen (the chart's metrics port).
+    #[arg(long, env = "METRICS_LISTEN_ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Who may read /metrics: anyone who reaches it (none), or callers whose bearer token the
+    /// Kubernetes API accepts and allows to get the non-resource URL /metrics (kubernetes).
+    #[arg(long, env = "METRICS_AUTH", value_enum, default_value = "none")]
+    pub metrics_auth: MetricsAuthMode,
+
     /// Emit per-session series on /metrics (turn off for very large fleets).
     #[arg(long, env = "PER_SESSION_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub per_session_metrics: bool,
@@ -123,4 +132,11 @@ pub struct RunArgs {
     /// Seconds between election attempts.
     #[arg(long, default_value_t = 2)]
     pub retry_period: u64,
+}
+
+/// `--metrics-auth`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsAuthMode {
+    None,
+    Kubernetes,
 }

@@ -11,8 +11,9 @@ use kube::{Client, CustomResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::RunArgs;
+use crate::cli::{MetricsAuthMode, RunArgs};
 use crate::http::ApiKeys;
+use crate::http::metrics_auth::MetricsAuth;
 use crate::http::{listener, server};
 use crate::k8s::crd::WhatsAppSession;
 use crate::reconcile::controller::{self, Context};
@@ -56,6 +57,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.stream_backlog,
     );
     tokio::spawn(state.publish_changes(shutdown.clone()));
+    let mut state = state;
+    if args.metrics_auth == MetricsAuthMode::Kubernetes {
+        state.metrics_auth = MetricsAuth::kubernetes(client.clone(), metrics.clone());
+    }
+    let metrics_listener = match args.metrics_listen {
+        Some(addr) => {
+            state.metrics_apart = true;
+            let l = listener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for /metrics"))?;
+            info!(%addr, auth = ?args.metrics_auth, "metrics listening");
+            Some(l)
+        }
+        None => None,
+    };
+    let metrics_app = server::metrics_router(state.clone());
     let app = server::router(state);
     let limits = listener::Limits {
         max_connections: args.max_connections.max(1),
@@ -70,6 +87,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         limits,
         shutdown.clone().cancelled_owned(),
     ));
+    if let Some(l) = metrics_listener {
+        tokio::spawn(listener::serve(
+            l,
+            metrics_app,
+            limits,
+            shutdown.clone().cancelled_owned(),
+        ));
+    }
 
     if !wait_for_crd(&client, args.namespace.as_deref(), &shutdown).await {
         return finish(server).await;

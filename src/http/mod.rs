@@ -7,6 +7,7 @@ mod content_encoding;
 mod envelope;
 pub mod listener;
 mod lookup;
+pub mod metrics_auth;
 mod pairing;
 pub mod server;
 mod session_events;

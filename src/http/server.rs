@@ -1,5 +1,6 @@
 //! The HTTP server every replica runs: the session API (bearer-protected), and, open, the
-//! console page (`/`), `/livez`, `/readyz`, `/metrics` and `/openapi.json`.
+//! console page (`/`), `/livez`, `/readyz` and `/openapi.json`; `/metrics` here or on a port of
+//! its own, open or behind Kubernetes authentication (`metrics_auth`).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use super::auth::ApiKeys;
 use super::content_encoding;
 use super::envelope::failure;
 use super::lookup::ApiState;
+use super::metrics_auth::MetricsAuth;
 use super::sessions::authorize;
 use crate::fleet::Fleet;
 use crate::render::{ChangeStream, Renderer};
@@ -37,6 +39,10 @@ pub struct AppState {
     pub keys: ApiKeys,
     /// Per-session series on /metrics (they can be turned off for very large fleets).
     pub per_session: bool,
+    /// Who may read /metrics.
+    pub metrics_auth: MetricsAuth,
+    /// /metrics is served by `metrics_router` on a listener of its own, not by `router`.
+    pub metrics_apart: bool,
 }
 
 impl AppState {
@@ -55,6 +61,8 @@ impl AppState {
             renderer: Renderer::new(fleet),
             keys,
             per_session,
+            metrics_auth: MetricsAuth::Open,
+            metrics_apart: false,
         }
     }
 
@@ -74,10 +82,13 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let open = Router::new()
+    let mut open = Router::new()
         .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    if !state.metrics_apart {
+        open = open.route("/metrics", get(metrics));
+    }
+    let open = open
         .route(
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
@@ -100,6 +111,17 @@ pub fn router(state: AppState) -> Router {
             state.metrics.clone(),
             count_requests,
         ))
+        .layer(CatchPanicLayer::custom(panic_response))
+}
+
+/// `/metrics` alone, for a listener of its own (the chart's metrics port).
+pub fn metrics_router(state: AppState) -> Router {
+    let counted = state.metrics.clone();
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(counted, count_requests))
         .layer(CatchPanicLayer::custom(panic_response))
 }
 
@@ -127,6 +149,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = state.metrics_auth.check(&headers).await {
+        return refused;
+    }
     // Chunks: the operator's own metrics and the fleet's shared rendering, so no copy of the
     // fleet's megabytes per scrape. Prometheus asks for gzip.
     let gzip = content_encoding::accepted(&headers);

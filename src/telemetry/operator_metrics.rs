@@ -16,6 +16,7 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     stream_clients: IntGauge,
     stream_dropped: IntCounter,
+    metrics_reviews: IntCounterVec,
 }
 
 impl Metrics {
@@ -72,6 +73,14 @@ impl Metrics {
             "Change-stream clients dropped because they fell further behind than the backlog",
         )
         .expect("valid metric");
+        let metrics_reviews = IntCounterVec::new(
+            Opts::new(
+                "whatsapp_operator_metrics_token_reviews_total",
+                "Token and access reviews made for /metrics callers (cached answers not counted), by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "whatsapp_operator_build_info",
@@ -85,6 +94,9 @@ impl Metrics {
         for result in ["success", "error"] {
             reconciliations.with_label_values(&[result]);
         }
+        for result in ["allowed", "unauthenticated", "forbidden", "error"] {
+            metrics_reviews.with_label_values(&[result]);
+        }
         for category in error_categories {
             errors.with_label_values(&[category]);
         }
@@ -96,6 +108,7 @@ impl Metrics {
             Box::new(http_requests.clone()),
             Box::new(stream_clients.clone()),
             Box::new(stream_dropped.clone()),
+            Box::new(metrics_reviews.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -109,6 +122,7 @@ impl Metrics {
             http_requests,
             stream_clients,
             stream_dropped,
+            metrics_reviews,
         }
     }
 
@@ -149,6 +163,11 @@ impl Metrics {
 
     pub fn stream_client_dropped(&self) {
         self.stream_dropped.inc();
+    }
+
+    /// A /metrics caller's token was reviewed with this result.
+    pub fn metrics_review(&self, result: &str) {
+        self.metrics_reviews.with_label_values(&[result]).inc();
     }
 
     /// The operator's own metrics in the Prometheus text format.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn can_i(sa: &str, args: &[&str]) -> bool {
     let out = common::kubectl()
@@ -118,6 +118,9 @@ async fn chart_is_admitted_under_restricted_pod_security_with_least_privilege() 
         &["delete", "pods", "-n", &watched],
         &["create", "persistentvolumeclaims", "-n", &watched],
         &["create", "events.events.k8s.io", "-n", &watched],
+        // Checking who calls /metrics (metrics.auth: kubernetes, the default).
+        &["create", "tokenreviews.authentication.k8s.io"],
+        &["create", "subjectaccessreviews.authorization.k8s.io"],
         &["update", "configmaps/whatsapp-operator-ids", "-n", &ns],
         &[
             "update",
@@ -154,10 +157,24 @@ async fn chart_is_admitted_under_restricted_pod_security_with_least_privilege() 
     );
     let (ok, _, err) = kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &one_ns);
     assert!(ok, "dry run refused: {err}");
-    assert!(
-        !one_ns.contains("kind: ClusterRole"),
-        "namespaced install uses Roles only"
-    );
+    // Roles only, but for checking /metrics callers: token and access reviews are
+    // cluster-scoped, and so is the non-resource URL a scraper is granted.
+    for doc in one_ns.split("\n---").filter(|d| d.contains("kind: ClusterRole")) {
+        let doc: Value = serde_yaml::from_str(doc).unwrap();
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        assert!(
+            name == "wb-whatsapp-operator-metrics-auth" || name == "wb-whatsapp-operator-metrics-reader",
+            "namespaced install uses Roles for the sessions: {name}"
+        );
+        for rule in doc["rules"].as_array().into_iter().flatten() {
+            let allowed = rule
+                == &json!({ "apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"] })
+                || rule
+                    == &json!({ "apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"] })
+                || rule == &json!({ "nonResourceURLs": ["/metrics"], "verbs": ["get"] });
+            assert!(allowed, "{name}: {rule}");
+        }
+    }
     let (ok, _, err) = kubectl_stdin(&["apply", "-f", "-"], &one_ns);
     assert!(ok, "{err}");
     let sa_b = format!("system:serviceaccount:{ns}:wb-whatsapp-operator");

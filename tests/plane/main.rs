@@ -17,6 +17,7 @@ mod crd_drift;
 mod events;
 mod faults;
 mod ha;
+mod metrics_auth;
 mod pairing;
 mod prometheus;
 mod restart;

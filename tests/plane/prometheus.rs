@@ -112,7 +112,7 @@ async fn exposed_names(op: &common::Operator) -> BTreeSet<String> {
         .collect()
 }
 
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
@@ -120,12 +120,29 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(target: &str) -> Prometheus {
+        Self::start_with_token(target, None)
+    }
+
+    /// Scraping `target`, sending `token` as its bearer token when given (as the chart's
+    /// ServiceMonitor sends Prometheus's service account token).
+    pub(crate) fn start_with_token(target: &str, token: Option<&str>) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
+        let auth = match token {
+            Some(token) => {
+                let file = dir.path().join("token");
+                std::fs::write(&file, token).unwrap();
+                format!(
+                    "    authorization: {{ credentials_file: '{}' }}\n",
+                    file.display()
+                )
+            }
+            None => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
-                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: [{ALERTS}]\nscrape_configs:\n  - job_name: whatsapp-operator\n    static_configs: [{{ targets: ['{target}'] }}]\n"
+                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: [{ALERTS}]\nscrape_configs:\n  - job_name: whatsapp-operator\n    static_configs: [{{ targets: ['{target}'] }}]\n{auth}"
             ),
         )
         .unwrap();
@@ -148,7 +165,7 @@ impl Prometheus {
         }
     }
 
-    async fn query(&self, q: &str) -> Vec<(Value, f64)> {
+    pub(crate) async fn query(&self, q: &str) -> Vec<(Value, f64)> {
         let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
         let Ok(resp) = reqwest::Client::new()
             .get(url)
