@@ -23,6 +23,31 @@ fn component(action: &str, name: &str) {
     assert!(ok, "{script} {action} {name}");
 }
 
+/// A call to etcd's JSON gateway (the plane's etcd, on loopback).
+async fn etcd(call: &str, body: Value) -> Value {
+    let port = std::env::var("WAO_ETCD_PORT").unwrap_or_else(|_| "12379".into());
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v3/{call}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("etcd answers");
+    assert!(resp.status().is_success(), "etcd {call}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+/// Deletes a Pod behind the apiserver's back and compacts etcd's history past the deletion, so
+/// a watch that resumes from before it gets 410 Gone and must list everything again; the list
+/// no longer has the Pod, and no watch event ever says it was deleted.
+async fn delete_in_etcd_and_compact(ns: &str, pod: &str) {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode(format!("/registry/pods/{ns}/{pod}"));
+    let deleted = etcd("kv/deleterange", json!({ "key": key })).await;
+    assert_eq!(deleted["deleted"], "1", "{deleted}");
+    let revision = deleted["header"]["revision"].clone();
+    etcd("kv/compaction", json!({ "revision": revision, "physical": true })).await;
+}
+
 async fn get(op: &common::Operator, path: &str) -> (u16, String) {
     let r = reqwest::Client::new()
         .get(op.url(path))
@@ -52,9 +77,11 @@ async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
     common::create_session(&sessions, "s1", json!({})).await;
     common::create_session(&sessions, "s2", json!({})).await;
     common::create_session(&sessions, "w", json!({})).await;
+    common::create_session(&sessions, "r", json!({})).await;
     common::running_pod(&pods, "wa-s1").await;
     common::running_pod(&pods, "wa-s2").await;
     common::running_pod(&pods, "wa-w").await;
+    let relisted = common::running_pod(&pods, "wa-r").await.uid();
     // A worker whose reports fall into the outage.
     let worker = common::start_worker(&pods, "wa-w", false);
     common::report(&pods, "wa-s1", "Connected", "", Some(false)).await;
@@ -65,7 +92,7 @@ async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
             .as_array()?
             .iter()
             .any(|d| d["sessionId"] == "s1" && d["status"] == "connected");
-        (connected && v["count"] == 3).then_some(v)
+        (connected && v["count"] == 4).then_some(v)
     })
     .await;
 
@@ -76,6 +103,7 @@ async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
         .unwrap();
     component("stop", "kube-apiserver");
     let down = Instant::now();
+    delete_in_etcd_and_compact(&ns, "wa-r").await;
     worker.script.send(whatsapp_worker::link::LinkEvent::QrCode {
         code: "2@during-the-outage".into(),
         valid_for: Duration::from_secs(60),
@@ -102,11 +130,28 @@ async fn the_operator_rides_out_an_apiserver_outage_and_conflicting_writes() {
         sessions.list(&Default::default()).await.ok()
     })
     .await;
+    let back = Instant::now();
     common::wait_for("the lost Pod recreated", T, || async {
         let p = pods.get("wa-s2").await.ok()?;
         (p.uid() != lost).then_some(())
     })
     .await;
+    // The Pod deleted while the apiserver was away is found by the relist, not by the
+    // five-minute resync.
+    common::wait_for("the Pod deleted in etcd recreated", T, || async {
+        let p = pods.get("wa-r").await.ok()?;
+        p.uid().filter(|uid| Some(uid) != relisted.as_ref()).map(|_| ())
+    })
+    .await;
+    let took = back.elapsed();
+    eprintln!("Pod deleted in etcd and compacted away: back {took:?} after the apiserver");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let relists = op
+        .logs()
+        .lines()
+        .filter(|l| plain(l).contains("reconciling every session") && plain(l).contains("Relist"))
+        .count();
+    assert!(relists >= 1, "the relist asked for every session");
     common::wait_for(
         "the worker's last report written once the apiserver is back",
         T,
