@@ -35,6 +35,20 @@ bin=${CARGO_TARGET_DIR:-$root/target}/debug
 "$kubectl" wait --for condition=Established crd/whatsappsessions.whatsapp-operator.dev --timeout=30s >/dev/null
 "$kubectl" create namespace "$ns" --dry-run=client -o yaml | "$kubectl" apply --server-side -f - >/dev/null
 "$kubectl" label namespace "$ns" pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
+# The workers' ServiceAccount, its Role (patch pods/status, nothing else) and the admission
+# policy that keeps each worker to its own Pod's conditions: the chart's, as a one-namespace
+# install has them. host-kubelet gives each worker a token of that account bound to its Pod.
+helm=${HELM:-$(command -v helm || true)}
+worker_account=()
+if [ -n "$helm" ] && [ -x "$helm" ]; then
+  "$helm" template demo charts/whatsapp-operator --namespace "$ns" --set 'apiKeys.keys={unused}' \
+    --set watchNamespace="$ns" --show-only templates/worker-rbac.yaml \
+    --show-only templates/worker-admission-policy.yaml |
+    "$kubectl" apply --server-side --field-manager whatsapp-operator-demo -f - >/dev/null
+  worker_account=(--worker-service-account whatsapp-session-worker)
+else
+  log "helm not found: the workers use the namespace's default account, without the admission policy"
+fi
 "$kubectl" apply --server-side --field-manager whatsapp-operator-demo -n "$ns" -f examples/sessions/
 
 # A random key per machine, kept so the printed curl keeps working across runs.
@@ -74,4 +88,4 @@ cat >&2 <<MSG
 
 MSG
 "$bin/whatsapp-operator" run --listen 127.0.0.1:3000 --api-key-file "$key_file" \
-  --operator-namespace "$ns" --namespace "$ns" "$@"
+  --operator-namespace "$ns" --namespace "$ns" "${worker_account[@]}" "$@"
