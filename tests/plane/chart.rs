@@ -191,6 +191,14 @@ async fn chart_is_admitted_under_restricted_pod_security_with_least_privilege() 
     assert!(!can_i(&worker, &["delete", "pods", "-n", &watched]));
     assert!(!can_i(&worker, &["get", "secrets", "-n", &watched]));
 
+    // The cluster-scoped objects (ClusterRoles, the admission policy) outlive the namespaces.
+    for installed in [&all_ns, &one_ns] {
+        let (ok, _, err) = kubectl_stdin(
+            &["delete", "--ignore-not-found", "--wait=false", "-f", "-"],
+            installed,
+        );
+        assert!(ok, "{err}");
+    }
     common::delete_namespace(&client, &ns).await;
     common::delete_namespace(&client, &watched).await;
 }
