@@ -53,6 +53,11 @@ pub struct RunArgs {
     #[arg(long, env = "WRITE_TIMEOUT", default_value_t = 30)]
     pub write_timeout: u64,
 
+    /// Bytes of kernel send buffer per connection: what a client that stops reading can pin
+    /// before the write timeout starts (the kernel doubles it; its own default grows to 4 MiB).
+    #[arg(long, env = "SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
+    pub send_buffer_bytes: usize,
+
     /// Changes `GET /sessions/events` keeps for clients that reconnect (Last-Event-ID) or
     /// read slowly; a client further behind is dropped and starts again from a snapshot.
     #[arg(long, env = "STREAM_BACKLOG", default_value_t = 4096)]

@@ -79,6 +79,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
         write_timeout: Duration::from_secs(args.write_timeout.max(1)),
+        send_buffer: args.send_buffer_bytes.max(4096),
         ..Default::default()
     };
     let server = tokio::spawn(listener::serve(

@@ -43,6 +43,10 @@ pub struct Limits {
     /// A write may wait this long for a client that does not read (its socket buffers full)
     /// before the connection is closed.
     pub write_timeout: Duration,
+    /// The kernel's send buffer per connection (it doubles the value for its bookkeeping). Left
+    /// to autotuning, a client that stops reading pins up to 4 MiB of kernel memory, and the
+    /// write timeout starts only once all of it is full.
+    pub send_buffer: usize,
     /// How long shutdown waits for open connections before closing them.
     pub shutdown_grace: Duration,
 }
@@ -55,6 +59,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            send_buffer: 256 * 1024,
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -97,6 +102,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         nodelay(&tcp);
+        send_buffer(&tcp, limits.send_buffer);
         let connection = builder
             .serve_connection_with_upgrades(
                 TokioIo::new(WriteDeadline::new(tcp, limits.write_timeout)),
@@ -228,6 +234,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Caps the kernel's send buffer of a connection at `bytes`.
+fn send_buffer(tcp: &TcpStream, bytes: usize) {
+    if let Err(err) = socket2::SockRef::from(tcp).set_send_buffer_size(bytes) {
+        warn!(%err, "cannot set a connection's send buffer");
     }
 }
 

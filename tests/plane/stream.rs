@@ -231,3 +231,57 @@ async fn two_hundred_idle_stream_clients_cost_bounded_memory() {
     .await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_stream_client_that_never_reads_is_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let env = common::Env::new("stream-stalled").await;
+    env.create("s1", json!({ "sessionId": "flapping" })).await;
+    // A small send buffer, so a few hundred changes fill it (the default holds 512 KiB).
+    let op = common::Operator::start(&env.ns, &["--write-timeout", "2", "--send-buffer-bytes", "32768"]);
+    op.wait_ready().await;
+    env.running_pod("wa-s1").await;
+
+    // Sends its request with a small receive window, then reads nothing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(([127, 0, 0, 1], op.port).into()).await.unwrap();
+    let request = format!(
+        "GET /sessions/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+        common::API_KEY
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    // A client that reads along, to tell the flapping apart from a stalled operator.
+    let mut reader = Stream::open(&op, None).await;
+    reader.expect("connecting").await;
+    common::wait_for("both clients counted", common::WAIT, || async {
+        (op.sample("whatsapp_operator_stream_clients").await == 2.0).then_some(())
+    })
+    .await;
+
+    // A worker flapping: each report is a change of the row, a few hundred bytes each.
+    let start = Instant::now();
+    let mut reports = 0;
+    while op.sample("whatsapp_operator_stream_clients").await > 1.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the stalled client is still held"
+        );
+        for reason in ["Connected", "Disconnected"] {
+            common::report(&env.pods, "wa-s1", reason, &"x".repeat(200), Some(false)).await;
+            reports += 1;
+        }
+        while reader.next(Duration::from_millis(1)).await.is_some() {}
+    }
+    eprintln!(
+        "stalled client dropped after {reports} reports, {:?}",
+        start.elapsed()
+    );
+    // The one that reads is still served.
+    common::report(&env.pods, "wa-s1", "Connected", "still here", Some(false)).await;
+    let mut last = reader.expect("a report").await;
+    while last.data["connectionStatus"] != "CONNECTED" {
+        last = reader.expect("a report").await;
+    }
+    env.cleanup().await;
+}
