@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use whatsapp_worker::link::LinkEvent;
 
 const QR: &str = "2@console,shows,this,code";
+const PAIR_CODE: &str = "WXYZ9876";
 
 /// Counts Content-Security-Policy violations from the first script of every document on.
 const COUNT_VIOLATIONS: &str = "window.__violations = [];
@@ -58,6 +59,8 @@ async fn the_console_shows_the_fleet_live_in_a_real_browser() {
         .await;
     env.create("spare", json!({ "sessionId": "spare_line", "suspend": true }))
         .await;
+    let by_phone = json!({ "sessionId": "phone_line", "pairing": { "phoneNumber": "15550100000" } });
+    env.create("phone", by_phone).await;
     let op = common::Operator::start(&env.ns, &[]);
     op.wait_ready().await;
     env.running_pod("wa-sales").await;
@@ -68,8 +71,16 @@ async fn the_console_shows_the_fleet_live_in_a_real_browser() {
         code: QR.into(),
         valid_for: Duration::from_secs(300),
     });
-    env.status_where("support", "waiting for a QR scan", |s| s.pairing.is_some())
-        .await;
+    env.running_pod("wa-phone").await;
+    let by_code = common::start_worker(&env.pods, "wa-phone", false);
+    by_code.script.send(LinkEvent::PairCode {
+        code: PAIR_CODE.into(),
+        valid_for: Duration::from_secs(300),
+    });
+    for name in ["support", "phone"] {
+        env.status_where(name, "waiting for a person", |s| s.pairing.is_some())
+            .await;
+    }
     env.status_where("spare", "an id", |s| s.id.is_some()).await;
 
     let mut browser = Browser::launch(1280, 900).await;
@@ -131,8 +142,8 @@ async fn the_console_shows_the_fleet_live_in_a_real_browser() {
         .unwrap();
     browser
         .wait(
-            "three rows",
-            "document.querySelectorAll('#sessions tbody tr').length === 3",
+            "four rows",
+            "document.querySelectorAll('#sessions tbody tr').length === 4",
         )
         .await;
     let shown = table(&mut browser).await;
@@ -166,7 +177,7 @@ async fn the_console_shows_the_fleet_live_in_a_real_browser() {
     let counted = browser
         .eval("document.querySelector('[data-count=total] b').textContent")
         .await;
-    assert_eq!(counted, "3");
+    assert_eq!(counted, "4");
 
     // The waiting session shows its QR code, and the code decodes to the worker's.
     let rect = browser
@@ -188,6 +199,15 @@ async fn the_console_shows_the_fleet_live_in_a_real_browser() {
         )
         .await;
     assert!(left.as_str().unwrap().starts_with("expires in "), "{left}");
+
+    // The session paired by phone number shows its code, with the time left.
+    let code = browser
+        .wait(
+            "the pair code",
+            "document.querySelector('td[data-field=pairing] .code')?.textContent",
+        )
+        .await;
+    assert_eq!(code, PAIR_CODE);
 
     // A worker report changes the row in place: no reload.
     browser.eval("window.__sameDocument = true").await;
@@ -244,6 +264,7 @@ async fn the_console_shows_the_fleet_live_in_a_real_browser() {
 
     // The operator stops: the page says it is away and keeps the last known rows.
     drop(pairing);
+    drop(by_code);
     op.stop();
     let problem = browser
         .wait(
@@ -252,7 +273,7 @@ async fn the_console_shows_the_fleet_live_in_a_real_browser() {
         )
         .await;
     assert!(problem.as_str().unwrap().contains("Retrying in"), "{problem}");
-    assert_eq!(table(&mut browser).await.len(), 3);
+    assert_eq!(table(&mut browser).await.len(), 4);
     browser.screenshot("6-operator-away", None).await;
 
     let violations = browser.eval("window.__violations").await;
