@@ -237,9 +237,13 @@ impl Subscription {
     }
 
     /// The frames to send: the snapshot unless resumed, then the changes as they come, and a
-    /// comment every `keep_alive` whatever happens. Ends when the client falls behind the
-    /// journal or the operator shuts down.
-    pub fn into_frames(self, keep_alive: Duration) -> impl Stream<Item = Bytes> + Send + 'static {
+    /// comment every `keep_alive` whatever happens. Ends at shutdown; ends with `FellBehind`
+    /// when the client falls behind the journal, so the server cuts the connection off rather
+    /// than end the response as if it were complete.
+    pub fn into_frames(
+        self,
+        keep_alive: Duration,
+    ) -> impl Stream<Item = Result<Bytes, FellBehind>> + Send + 'static {
         let metrics = self.shared.metrics.clone();
         metrics.stream_client_connected();
         let reader = Reader {
@@ -249,6 +253,7 @@ impl Subscription {
             cursor: self.cursor,
             namespace: self.namespace,
             shared: self.shared,
+            dropped: false,
             _counted: Counted(metrics),
         };
         futures::stream::unfold(reader, Reader::next)
@@ -262,14 +267,30 @@ struct Reader {
     latest: watch::Receiver<u64>,
     keep_alive: tokio::time::Interval,
     queue: VecDeque<Bytes>,
+    dropped: bool,
     _counted: Counted,
 }
 
+/// The stream's end for a client that fell further behind than the journal holds.
+#[derive(Debug)]
+pub struct FellBehind;
+
+impl std::fmt::Display for FellBehind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client fell further behind than the change stream's backlog")
+    }
+}
+
+impl std::error::Error for FellBehind {}
+
 impl Reader {
-    async fn next(mut self) -> Option<(Bytes, Self)> {
+    async fn next(mut self) -> Option<(Result<Bytes, FellBehind>, Self)> {
+        if self.dropped {
+            return None;
+        }
         loop {
             if let Some(frame) = self.queue.pop_front() {
-                return Some((frame, self));
+                return Some((Ok(frame), self));
             }
             // Seen before looking, so a change appended after the look wakes the wait below.
             self.latest.borrow_and_update();
@@ -280,7 +301,8 @@ impl Reader {
                         "change-stream client fell behind; dropping it"
                     );
                     self.shared.metrics.stream_client_dropped();
-                    return None;
+                    self.dropped = true;
+                    return Some((Err(FellBehind), self));
                 }
                 Some((frames, cursor)) => {
                     let moved = cursor != self.cursor;
@@ -293,7 +315,7 @@ impl Reader {
             }
             tokio::select! {
                 changed = self.latest.changed() => if changed.is_err() { return None },
-                _ = self.keep_alive.tick() => return Some((Bytes::from_static(KEEP_ALIVE_FRAME), self)),
+                _ = self.keep_alive.tick() => return Some((Ok(Bytes::from_static(KEEP_ALIVE_FRAME)), self)),
                 () = self.shared.stopped.cancelled() => return None,
             }
         }
@@ -459,6 +481,11 @@ mod tests {
         (event, id, data)
     }
 
+    /// A subscription's frames, none of them an error.
+    fn ok_frames(sub: Subscription) -> std::pin::Pin<Box<dyn Stream<Item = Bytes> + Send>> {
+        Box::pin(sub.into_frames(KEEP).map(|f| f.expect("not dropped")))
+    }
+
     async fn next(frames: &mut (impl Stream<Item = Bytes> + Unpin)) -> (String, String, serde_json::Value) {
         let frame = tokio::time::timeout(Duration::from_secs(1), frames.next())
             .await
@@ -470,7 +497,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_gets_the_snapshot_then_each_changed_or_deleted_row() {
         let mut s = setup(16);
-        let mut frames = Box::pin(s.stream.subscribe(None, None).into_frames(KEEP));
+        let mut frames = ok_frames(s.stream.subscribe(None, None));
         let (event, _, data) = next(&mut frames).await;
         assert_eq!(event, "snapshot");
         assert_eq!(data["success"], true);
@@ -538,7 +565,7 @@ mod tests {
 
         let resumed = s.stream.subscribe(Some(&id_1), None);
         assert!(resumed.resumed());
-        let mut frames = Box::pin(resumed.into_frames(KEEP));
+        let mut frames = ok_frames(resumed);
         let (event, id, data) = next(&mut frames).await;
         assert_eq!(
             (event.as_str(), data["sessionId"].as_str()),
@@ -557,7 +584,7 @@ mod tests {
         for id in [other_boot.as_str(), &s.stream.shared.id(9), "x", ""] {
             let sub = s.stream.subscribe(Some(id), None);
             assert!(!sub.resumed(), "{id:?}");
-            let (event, _, _) = next(&mut Box::pin(sub.into_frames(KEEP))).await;
+            let (event, _, _) = next(&mut ok_frames(sub)).await;
             assert_eq!(event, "snapshot");
         }
 
@@ -572,7 +599,8 @@ mod tests {
     async fn a_client_further_behind_than_the_backlog_is_dropped() {
         let mut s = setup(2);
         let mut frames = Box::pin(s.stream.subscribe(None, None).into_frames(KEEP));
-        assert_eq!(next(&mut frames).await.0, "snapshot");
+        let first = frames.next().await.unwrap().expect("the snapshot");
+        assert_eq!(parse(&first).0, "snapshot");
         assert_eq!(
             s.metrics
                 .text()
@@ -591,7 +619,11 @@ mod tests {
         let end = tokio::time::timeout(Duration::from_secs(1), frames.next())
             .await
             .unwrap();
-        assert!(end.is_none(), "the stream ends instead of skipping changes");
+        assert!(
+            matches!(end, Some(Err(FellBehind))),
+            "the stream is cut off instead of skipping changes"
+        );
+        assert!(frames.next().await.is_none());
         let text = s.metrics.text();
         assert!(
             text.contains("whatsapp_operator_stream_clients_dropped_total 1"),
@@ -603,7 +635,7 @@ mod tests {
     #[tokio::test]
     async fn a_namespace_sees_only_its_own_rows() {
         let mut s = setup(16);
-        let mut frames = Box::pin(s.stream.subscribe(None, Some("other".into())).into_frames(KEEP));
+        let mut frames = ok_frames(s.stream.subscribe(None, Some("other".into())));
         let (_, _, data) = next(&mut frames).await;
         assert_eq!(data["count"], 1);
         assert_eq!(data["data"][0]["sessionId"], "c");
@@ -623,7 +655,7 @@ mod tests {
             s.f.stores.change_signal(),
             shutdown.clone(),
         ));
-        let mut frames = Box::pin(s.stream.subscribe(None, None).into_frames(KEEP));
+        let mut frames = ok_frames(s.stream.subscribe(None, None));
         assert_eq!(
             frames.next().await.map(|f| parse(&f).0).as_deref(),
             Some("snapshot")
@@ -646,7 +678,7 @@ mod tests {
                 .clone()
                 .publish(s.fleet.clone(), s.f.stores.change_signal(), shutdown.clone()),
         );
-        let mut frames = Box::pin(s.stream.subscribe(None, None).into_frames(KEEP));
+        let mut frames = ok_frames(s.stream.subscribe(None, None));
         next(&mut frames).await;
         let mut f = s.f;
         let a = session("ns", "a", 1, StoredStatus::Authenticated, "20");

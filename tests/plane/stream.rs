@@ -196,8 +196,13 @@ async fn two_hundred_idle_stream_clients_cost_bounded_memory() {
             .then_some(())
     })
     .await;
-    let mut warm = Stream::open(&op, None).await;
-    warm.expect("warming up").await;
+    // The operator's journal follows the apiserver a moment later: wait until a snapshot
+    // holds all twenty.
+    let _warm = common::wait_for("a snapshot of all twenty", common::WAIT, || async {
+        let mut s = Stream::open(&op, None).await;
+        (s.expect("a snapshot").await.data["count"] == 20).then_some(s)
+    })
+    .await;
     let before = op.rss_kib();
     let mut clients = Vec::new();
     for _ in 0..200 {
