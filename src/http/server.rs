@@ -121,6 +121,12 @@ pub fn metrics_router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state)
         .fallback(not_found)
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            failure(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("Method {method} not allowed on {}", uri.path()),
+            )
+        })
         .layer(middleware::from_fn_with_state(counted, count_requests))
         .layer(CatchPanicLayer::custom(panic_response))
 }

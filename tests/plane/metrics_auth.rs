@@ -125,6 +125,14 @@ async fn metrics_answer_only_tokens_allowed_to_get_them() {
     assert_eq!(reviews(&later, "allowed"), allowed, "cached answers");
     assert!(reviews(&later, "forbidden") >= 1.0);
 
+    // Anything else on the metrics port is the envelope too.
+    let (status, body) = get(&format!("http://{listen}/sessions/all"), Some(&scraper)).await;
+    assert_eq!((status, &body["success"]), (404, &json!(false)), "{body}");
+    let resp = reqwest::Client::new().post(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["success"], false);
+
     // The session API's port no longer serves the metrics at all.
     let (status, _) = get(&op.url("/metrics"), Some(&scraper)).await;
     assert_eq!(status, 404);
