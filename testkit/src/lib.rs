@@ -65,6 +65,25 @@ pub fn kubectl() -> Command {
     cmd
 }
 
+/// Runs kubectl with `input` on its stdin: (succeeded, stdout, stderr).
+pub fn kubectl_stdin(args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = kubectl()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
 /// Runs kubectl and returns stdout, panicking with stderr on failure.
 pub fn kubectl_ok(args: &[&str]) -> String {
     let out = kubectl().args(args).output().expect("kubectl runs");

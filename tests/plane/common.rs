@@ -17,8 +17,8 @@ use whatsapp_operator::k8s::status::{
     AUTHENTICATED_CONDITION, CONNECTION_CONDITION, ConnectionStatus, StoredStatus,
 };
 pub use whatsapp_testkit::{
-    client, client_with_token, delete_namespace, free_port, kubeconfig_path, kubectl, kubectl_ok, namespace,
-    wait_for,
+    client, client_with_token, delete_namespace, free_port, kubeconfig_path, kubectl, kubectl_ok,
+    kubectl_stdin, namespace, wait_for,
 };
 
 /// How long a test waits for the operator or the plane to reach a state.
@@ -392,23 +392,4 @@ pub fn render_templates(release: &str, ns: &str, sets: &[&str], templates: &[&st
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// kubectl (the plane's) with `input` on stdin: (success, stdout, stderr).
-pub fn kubectl_stdin(args: &[&str], input: &str) -> (bool, String, String) {
-    use std::io::Write;
-    let mut child = kubectl()
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
 }

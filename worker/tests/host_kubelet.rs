@@ -48,14 +48,8 @@ fn apply_worker_policy(ns: &str) -> String {
         .expect("helm runs (hack/test.sh sets $HELM)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let manifests = String::from_utf8(out.stdout).unwrap();
-    let mut apply = plane::kubectl()
-        .args(["apply", "--server-side", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut apply.stdin.take().unwrap(), manifests.as_bytes()).unwrap();
-    assert!(apply.wait().unwrap().success());
+    let (ok, _, err) = plane::kubectl_stdin(&["apply", "--server-side", "-f", "-"], &manifests);
+    assert!(ok, "{err}");
     manifests
 }
 
@@ -181,13 +175,9 @@ async fn demo_workers_report_with_tokens_bound_to_their_own_pod() {
         .expect("the worker's own Pod");
 
     drop(_kubelet);
-    let mut delete = plane::kubectl()
-        .args(["delete", "--ignore-not-found", "--wait=false", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut delete.stdin.take().unwrap(), manifests.as_bytes()).unwrap();
-    let _ = delete.wait();
+    plane::kubectl_stdin(
+        &["delete", "--ignore-not-found", "--wait=false", "-f", "-"],
+        &manifests,
+    );
     plane::delete_namespace(&client, &ns).await;
 }
