@@ -55,7 +55,8 @@ pub struct Context {
 }
 
 /// Runs the controller until `shutdown` resolves. Triggers come from the shared streams the
-/// stores are built from, so the controller adds no watch of its own for sessions and Pods.
+/// stores are built from, so the controller adds no watch of its own for sessions and Pods;
+/// a session's own status writes do not trigger it again (`session_changes`).
 pub fn run(
     ctx: Arc<Context>,
     sessions: impl Stream<Item = Arc<WhatsAppSession>> + Send + 'static,
@@ -65,6 +66,8 @@ pub fn run(
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
+    let sessions =
+        crate::reconcile::session_changes::that_matter(sessions, ctx.sessions.clone(), ctx.clone());
     Controller::for_shared_stream(sessions, ctx.sessions.clone())
         .owns_shared_stream(pods)
         .reconcile_on(pod_deletions)
@@ -77,6 +80,12 @@ pub fn run(
                 debug!(error = %e, "reconcile failed");
             }
         })
+}
+
+impl crate::reconcile::session_changes::OwnWrites for Context {
+    fn is_own(&self, uid: &str, version: &str) -> bool {
+        self.memory.is_own_write(uid, version)
+    }
 }
 
 async fn reconcile(session: Arc<WhatsAppSession>, ctx: Arc<Context>) -> Result<Action> {

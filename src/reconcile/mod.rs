@@ -8,4 +8,5 @@ pub(crate) mod error;
 pub mod event_recorder;
 pub(crate) mod id_counter;
 pub(crate) mod leader_election;
+pub(crate) mod session_changes;
 pub(crate) mod session_memory;

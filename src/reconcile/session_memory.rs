@@ -30,6 +30,9 @@ struct Entry {
     written: Option<Written>,
     /// Consecutive failed reconciles, for the error backoff.
     errors: u32,
+    /// The resourceVersion our last status write produced, kept after the cache caught up:
+    /// the watch event carrying exactly it is our own write coming back.
+    last_produced: Option<String>,
 }
 
 /// Keyed by the session's uid, so a re-created session of the same name starts fresh.
@@ -106,6 +109,7 @@ impl Memory {
 
     pub fn record_write(&self, uid: &str, read: String, produced: String, status: WhatsAppSessionStatus) {
         self.with(uid, |e| {
+            e.last_produced = Some(produced.clone());
             e.written = Some(Written {
                 read,
                 produced,
@@ -113,6 +117,11 @@ impl Memory {
             });
             e.last_write = Some(Instant::now());
         });
+    }
+
+    /// Whether the session at `version` is the object our last status write produced.
+    pub fn is_own_write(&self, uid: &str, version: &str) -> bool {
+        self.with_known(uid, |e| e.last_produced.as_deref() == Some(version))
     }
 
     /// How long to hold a status write back so a session's status is written at most once per
@@ -228,5 +237,16 @@ mod tests {
         m.connected("u");
         assert_eq!(m.backoff_left("u", t0), Duration::ZERO);
         assert_eq!(m.restarts("u"), 2, "the count survives a failed status write");
+    }
+
+    #[test]
+    fn our_own_write_is_known_by_the_version_it_produced_after_the_cache_caught_up() {
+        let m = Memory::default();
+        assert!(!m.is_own_write("u", "7"), "nothing written yet");
+        m.record_write("u", "5".into(), "7".into(), WhatsAppSessionStatus::default());
+        assert!(m.pending_status("u", "7").is_none(), "the cache holds the write");
+        assert!(m.is_own_write("u", "7"));
+        assert!(!m.is_own_write("u", "8"), "a later write by someone else");
+        assert!(!m.is_own_write("other", "7"));
     }
 }
