@@ -4,6 +4,11 @@
 //! buffer: one that falls further behind than the journal holds is dropped (it reconnects and
 //! gets a fresh snapshot), so slow readers never make the operator buffer without bound.
 //!
+//! While no client is connected the publisher does not diff: the journal catches up when the
+//! next client subscribes. A diff compares states, not events, so the entries a late catch-up
+//! appends hold every change since the last one, and a client resuming from an earlier id still
+//! gets what it missed.
+//!
 //! Event ids are `<boot>-<seq>`: `seq` counts the journal's entries, `boot` names this process,
 //! so an id from another replica or an earlier run is never taken for a place in this journal.
 
@@ -38,6 +43,9 @@ pub struct ChangeStream {
 struct Shared {
     boot: u64,
     backlog: usize,
+    fleet: Fleet,
+    /// One catch-up at a time (the publisher's, or a subscriber's), so seqs are handed out once.
+    catching_up: Mutex<()>,
     journal: Mutex<Journal>,
     /// The journal's last seq, for readers to wait on.
     latest: watch::Sender<u64>,
@@ -64,6 +72,7 @@ struct Entry {
 /// Where a new client starts.
 pub struct Subscription {
     shared: Arc<Shared>,
+    latest: watch::Receiver<u64>,
     namespace: Option<String>,
     cursor: u64,
     first: Option<Bytes>,
@@ -81,6 +90,8 @@ impl ChangeStream {
             shared: Arc::new(Shared {
                 boot,
                 backlog: backlog.max(1),
+                fleet: fleet.clone(),
+                catching_up: Mutex::new(()),
                 journal: Mutex::new(Journal {
                     seq: 0,
                     snapshot: fleet.snapshot(),
@@ -102,14 +113,17 @@ impl ChangeStream {
                 () = shutdown.cancelled() => break,
             }
             signal.mark_unchanged();
-            self.catch_up(&fleet);
+            // Nobody reads the journal: the next subscriber catches it up.
+            if self.shared.latest.receiver_count() > 0 {
+                self.catch_up(&fleet);
+            }
         }
         self.shared.stopped.cancel();
     }
 
     /// Diffs the fleet as it is now against the journal's snapshot and appends the changes.
-    /// Only the publishing task calls it, so the seqs it hands out are its own.
     pub fn catch_up(&self, fleet: &Fleet) {
+        let _one = self.shared.catching_up.lock().unwrap_or_else(|e| e.into_inner());
         let after = fleet.snapshot();
         let (before, mut seq) = {
             let journal = self.shared.lock();
@@ -140,6 +154,10 @@ impl ChangeStream {
     /// else a snapshot of the fleet (of `namespace` only, if given).
     pub fn subscribe(&self, last_event_id: Option<&str>, namespace: Option<String>) -> Subscription {
         let shared = self.shared.clone();
+        // Counted as a reader from here, so the publisher does not skip a change made before
+        // the client's stream starts; then the journal is brought up to date.
+        let latest = shared.latest.subscribe();
+        self.catch_up(&shared.fleet);
         let journal = shared.lock();
         let resume_at = last_event_id
             .and_then(|id| shared.parse_id(id))
@@ -158,6 +176,7 @@ impl ChangeStream {
         drop(journal);
         Subscription {
             shared,
+            latest,
             namespace,
             cursor,
             first,
@@ -247,7 +266,7 @@ impl Subscription {
         let metrics = self.shared.metrics.clone();
         metrics.stream_client_connected();
         let reader = Reader {
-            latest: self.shared.latest.subscribe(),
+            latest: self.latest,
             keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive),
             queue: self.first.into_iter().collect(),
             cursor: self.cursor,
@@ -689,6 +708,41 @@ mod tests {
             (event.as_str(), &data["status"]),
             ("session", &"authenticated".into())
         );
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn without_clients_the_publisher_waits_and_the_next_subscriber_catches_up() {
+        let s = setup(16);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(
+            s.stream
+                .clone()
+                .publish(s.fleet.clone(), s.f.stores.change_signal(), shutdown.clone()),
+        );
+        let mut frames = ok_frames(s.stream.subscribe(None, None));
+        let (event, last_id, _) = next(&mut frames).await;
+        assert_eq!(event, "snapshot");
+        drop(frames);
+        let mut f = s.f;
+        let a = session("ns", "a", 1, StoredStatus::Connected, "30");
+        f.sessions.apply_watcher_event(&Event::Apply(a.clone()));
+        f.stores.changed(&key(&a));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            s.stream.shared.lock().seq,
+            0,
+            "no client: the publisher did not diff"
+        );
+
+        // A client resuming from its last id gets what it missed meanwhile.
+        let mut frames = ok_frames(s.stream.subscribe(Some(&last_id), None));
+        let (event, id, data) = next(&mut frames).await;
+        assert_eq!(
+            (event.as_str(), &data["status"]),
+            ("session", &"connected".into())
+        );
+        assert!(id.ends_with("-1"), "{id}");
         shutdown.cancel();
     }
 }
