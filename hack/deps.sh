@@ -5,7 +5,7 @@
 # local Go toolchain); their absence is reported.
 #   hack/deps.sh plane    openssl, curl, ss, setsid: starting the local control plane
 #   hack/deps.sh test     the plane's, and promtool, prometheus, node, chromium: the tests
-#   hack/deps.sh bench    the plane's, and wrk: the benchmark
+#   hack/deps.sh bench    the plane's: the benchmark (its load generator is built from Go)
 #   hack/deps.sh image    umoci, skopeo, musl-gcc, strip: the images (hack/image.sh)
 set -euo pipefail
 
@@ -16,7 +16,7 @@ case "${1:-}" in
   image) wanted=(umoci:umoci skopeo:skopeo musl-gcc:musl-tools strip:binutils) ;;
   test) wanted=("${plane[@]}" promtool:prometheus prometheus:prometheus node:nodejs chromium:chromium
     umoci:umoci skopeo:skopeo musl-gcc:musl-tools strip:binutils) ;;
-  bench) wanted=("${plane[@]}" wrk:wrk) ;;
+  bench) wanted=("${plane[@]}") ;;
   *) echo "usage: $0 plane|test|bench|image" >&2; exit 2 ;;
 esac
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs (once, cached by version) a tool the tests or benchmarks use, and prints its path.
-#   hack/tools.sh schemathesis | kube-state-metrics
+#   hack/tools.sh schemathesis | kube-state-metrics | vegeta
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/cluster/lib.sh
 . "$here/cluster/lib.sh"
 
 SCHEMATHESIS_VERSION=4.32.5
-KSM_VERSION=v2.18.0 # keep in step with bench/ksm/go.mod
+KSM_VERSION=v2.20.0 # keep in step with bench/ksm/go.mod
+VEGETA_VERSION=v12.13.0 # keep in step with bench/vegeta/go.mod
 
 case "${1:-}" in
   schemathesis)
@@ -34,5 +35,17 @@ case "${1:-}" in
     fi
     echo "$dir/kube-state-metrics"
     ;;
-  *) echo "usage: $0 schemathesis|kube-state-metrics" >&2; exit 2 ;;
+  vegeta)
+    # The benchmarks' open-loop HTTP load generator, built from its Go module (as above).
+    dir=$WAO_CACHE/bin/vegeta-$VEGETA_VERSION
+    if [ ! -x "$dir/vegeta" ]; then
+      log "building vegeta $VEGETA_VERSION from its Go module (first time only)"
+      tmp=$(mktemp -d "$WAO_CACHE/bin/.tmp-vegeta-XXXXXX")
+      (cd "$here/../bench/vegeta" && GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
+        go build -trimpath -ldflags "-s -w" -o "$tmp/vegeta" github.com/tsenart/vegeta/v12)
+      rm -rf "$dir" && mv "$tmp" "$dir"
+    fi
+    echo "$dir/vegeta"
+    ;;
+  *) echo "usage: $0 schemathesis|kube-state-metrics|vegeta" >&2; exit 2 ;;
 esac

@@ -2,7 +2,8 @@
 # Starts the local control plane on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler and kwok with fake nodes. Idempotent: a healthy plane is left alone, a
 # half-started one is stopped and started clean. Every `up` of a stopped plane starts empty.
-#   env: WAO_APISERVER_PORT (16443), WAO_ETCD_PORT (12379), WAO_NODES (1)
+#   env: WAO_APISERVER_PORT (16443), WAO_ETCD_PORT (12379), WAO_NODES (1),
+#        WAO_APISERVER_ARGS (extra kube-apiserver flags)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/cluster/lib.sh
@@ -90,6 +91,8 @@ launch etcd "$(etcd_bin_dir)/etcd" \
   --unsafe-no-fsync --quota-backend-bytes 8589934592 --log-level warn
 wait_until etcd 30 curl -sf "http://127.0.0.1:$WAO_ETCD_PORT/health"
 
+# Extra flags, split on spaces (the benchmark's audit log).
+read -r -a apiserver_args <<< "${WAO_APISERVER_ARGS:-}"
 launch kube-apiserver "$k8s/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$WAO_ETCD_PORT" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$WAO_APISERVER_PORT" \
@@ -99,7 +102,8 @@ launch kube-apiserver "$k8s/kube-apiserver" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$certs/sa.pub" --service-account-signing-key-file "$certs/sa.key" \
   --service-cluster-ip-range 10.96.0.0/16 \
-  --allow-privileged=false --max-requests-inflight 1000 --max-mutating-requests-inflight 500
+  --allow-privileged=false --max-requests-inflight 1000 --max-mutating-requests-inflight 500 \
+  "${apiserver_args[@]}"
 wait_until kube-apiserver 60 curl -sf --cacert "$certs/ca.crt" --cert "$certs/admin.crt" --key "$certs/admin.key" "$(plane_url)/readyz"
 
 # Client rate limits raised (defaults: 20 QPS for the controller-manager, 50 for the scheduler),
