@@ -83,8 +83,8 @@ pub fn run(
 }
 
 impl crate::reconcile::session_changes::OwnWrites for Context {
-    fn is_own(&self, uid: &str, version: &str) -> bool {
-        self.memory.is_own_write(uid, version)
+    fn is_own(&self, uid: &str, status: Option<&WhatsAppSessionStatus>) -> bool {
+        self.memory.is_own_status(uid, status)
     }
 }
 
@@ -416,6 +416,8 @@ async fn write_status(session: &WhatsAppSession, status: WhatsAppSessionStatus, 
         patch["metadata"] = serde_json::json!({ "resourceVersion": version });
     }
     fence(ctx)?;
+    // Before sending: the watch may deliver the write before its answer arrives.
+    ctx.memory.record_intent(&uid, &status);
     let written = api
         .patch_status(
             &session.name_any(),

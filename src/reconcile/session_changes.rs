@@ -1,9 +1,8 @@
 //! Which session updates call for a reconcile. The operator's own status writes come back
 //! through the watch; reconciling each again would double the work per condition change and
 //! find nothing to do (the reconcile already takes its last write as the current status). So
-//! an update passes unless it is exactly the object our last status write produced and changes
-//! nothing else a reconcile reads; a status written by anyone else still passes, and is put
-//! back.
+//! an update passes unless its status is the one we last wrote and nothing else a reconcile
+//! reads changed; a status written by anyone else still passes, and is put back.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -50,8 +49,7 @@ impl Seen {
     }
 
     /// Whether this update of `session` calls for a reconcile: the first sight of it, a
-    /// change of its trigger key, or anything but the echo of our own status write
-    /// (`own_write`: the session's resourceVersion is the one our last write produced).
+    /// change of its trigger key, or a status other than our own last write (`own_write`).
     pub(crate) fn changed(&mut self, session: &WhatsAppSession, own_write: bool) -> bool {
         let Some(uid) = session.uid() else {
             return true;
@@ -78,17 +76,14 @@ pub(crate) fn that_matter(
 ) -> impl Stream<Item = Arc<WhatsAppSession>> {
     let mut seen = Seen::new(store);
     sessions.filter(move |s| {
-        let own = memory.is_own(
-            s.metadata.uid.as_deref().unwrap_or_default(),
-            s.metadata.resource_version.as_deref().unwrap_or_default(),
-        );
+        let own = memory.is_own(s.metadata.uid.as_deref().unwrap_or_default(), s.status.as_ref());
         futures::future::ready(seen.changed(s, own))
     })
 }
 
-/// Who knows which versions our own writes produced.
+/// Who knows which status the operator last wrote for a session.
 pub(crate) trait OwnWrites: Send + Sync {
-    fn is_own(&self, uid: &str, version: &str) -> bool;
+    fn is_own(&self, uid: &str, status: Option<&crate::k8s::crd::WhatsAppSessionStatus>) -> bool;
 }
 
 #[cfg(test)]

@@ -30,9 +30,10 @@ struct Entry {
     written: Option<Written>,
     /// Consecutive failed reconciles, for the error backoff.
     errors: u32,
-    /// The resourceVersion our last status write produced, kept after the cache caught up:
-    /// the watch event carrying exactly it is our own write coming back.
-    last_produced: Option<String>,
+    /// A fingerprint of the status we last wrote (or are writing): a session seen with that
+    /// status is our own write coming back, whether the watch delivers it before or after
+    /// the write's answer.
+    intended: Option<u64>,
 }
 
 /// Keyed by the session's uid, so a re-created session of the same name starts fresh.
@@ -109,7 +110,6 @@ impl Memory {
 
     pub fn record_write(&self, uid: &str, read: String, produced: String, status: WhatsAppSessionStatus) {
         self.with(uid, |e| {
-            e.last_produced = Some(produced.clone());
             e.written = Some(Written {
                 read,
                 produced,
@@ -119,9 +119,17 @@ impl Memory {
         });
     }
 
-    /// Whether the session at `version` is the object our last status write produced.
-    pub fn is_own_write(&self, uid: &str, version: &str) -> bool {
-        self.with_known(uid, |e| e.last_produced.as_deref() == Some(version))
+    /// Remembers the status about to be written, before the write is sent.
+    pub fn record_intent(&self, uid: &str, status: &WhatsAppSessionStatus) {
+        let print = fingerprint(status);
+        self.with(uid, |e| e.intended = Some(print));
+    }
+
+    /// Whether `status` is the one we last wrote.
+    pub fn is_own_status(&self, uid: &str, status: Option<&WhatsAppSessionStatus>) -> bool {
+        let Some(status) = status else { return false };
+        let print = fingerprint(status);
+        self.with_known(uid, |e| e.intended == Some(print))
     }
 
     /// How long to hold a status write back so a session's status is written at most once per
@@ -146,6 +154,14 @@ impl Memory {
     pub fn reset_errors(&self, uid: &str) {
         self.with_known(uid, |e| e.errors = 0);
     }
+}
+
+/// A hash of the status's JSON: equal statuses serialize alike.
+fn fingerprint(status: &WhatsAppSessionStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(status).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 /// Whether the cached object predates our write. resourceVersions are etcd revisions, so
@@ -240,13 +256,28 @@ mod tests {
     }
 
     #[test]
-    fn our_own_write_is_known_by_the_version_it_produced_after_the_cache_caught_up() {
+    fn our_own_status_is_known_by_its_content_before_and_after_the_write_returns() {
         let m = Memory::default();
-        assert!(!m.is_own_write("u", "7"), "nothing written yet");
-        m.record_write("u", "5".into(), "7".into(), WhatsAppSessionStatus::default());
+        let ours = WhatsAppSessionStatus {
+            id: Some(7),
+            pod_name: Some("wa-a".into()),
+            ..Default::default()
+        };
+        assert!(!m.is_own_status("u", Some(&ours)), "nothing written yet");
+        m.record_intent("u", &ours);
+        assert!(
+            m.is_own_status("u", Some(&ours)),
+            "the watch may deliver it before the answer"
+        );
+        m.record_write("u", "5".into(), "7".into(), ours.clone());
         assert!(m.pending_status("u", "7").is_none(), "the cache holds the write");
-        assert!(m.is_own_write("u", "7"));
-        assert!(!m.is_own_write("u", "8"), "a later write by someone else");
-        assert!(!m.is_own_write("other", "7"));
+        assert!(m.is_own_status("u", Some(&ours)));
+        let theirs = WhatsAppSessionStatus {
+            pod_name: Some("elsewhere".into()),
+            ..ours.clone()
+        };
+        assert!(!m.is_own_status("u", Some(&theirs)), "someone else's status");
+        assert!(!m.is_own_status("u", None));
+        assert!(!m.is_own_status("other", Some(&ours)));
     }
 }
