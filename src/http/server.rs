@@ -71,9 +71,8 @@ impl AppState {
         &self,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> impl Future<Output = ()> + use<> {
-        let fleet = self.renderer.fleet().clone();
         let signal = self.stores().change_signal();
-        self.stream.clone().publish(fleet, signal, shutdown)
+        self.stream.clone().publish(signal, shutdown)
     }
 
     fn stores(&self) -> &Stores {

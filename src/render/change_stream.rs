@@ -106,7 +106,7 @@ impl ChangeStream {
 
     /// Appends what changed whenever the stores signal a change, until `shutdown`; then ends
     /// every client's stream.
-    pub async fn publish(self, fleet: Fleet, mut signal: watch::Receiver<()>, shutdown: CancellationToken) {
+    pub async fn publish(self, mut signal: watch::Receiver<()>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 changed = signal.changed() => if changed.is_err() { break },
@@ -115,7 +115,7 @@ impl ChangeStream {
             signal.mark_unchanged();
             // Nobody reads the journal: the next subscriber catches it up.
             if self.shared.latest.receiver_count() > 0 {
-                self.catch_up(&fleet);
+                self.catch_up(&self.shared.fleet);
             }
         }
         self.shared.stopped.cancel();
@@ -469,6 +469,14 @@ mod tests {
     }
 
     impl Setup {
+        fn spawn_publisher(&self, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
+            tokio::spawn(
+                self.stream
+                    .clone()
+                    .publish(self.f.stores.change_signal(), shutdown.clone()),
+            )
+        }
+
         /// Session `name` in `ns` now has stored status `status` at resourceVersion `version`.
         fn set(&mut self, ns: &str, name: &str, id: i64, status: StoredStatus, version: &str) {
             let s = session(ns, name, id, status, version);
@@ -669,11 +677,7 @@ mod tests {
     async fn an_idle_stream_gets_a_comment_every_keep_alive_and_ends_at_shutdown() {
         let s = setup(16);
         let shutdown = CancellationToken::new();
-        let publisher = tokio::spawn(s.stream.clone().publish(
-            s.fleet.clone(),
-            s.f.stores.change_signal(),
-            shutdown.clone(),
-        ));
+        let publisher = s.spawn_publisher(&shutdown);
         let mut frames = ok_frames(s.stream.subscribe(None, None));
         assert_eq!(
             frames.next().await.map(|f| parse(&f).0).as_deref(),
@@ -692,11 +696,7 @@ mod tests {
     async fn the_publisher_follows_the_stores_signal() {
         let s = setup(16);
         let shutdown = CancellationToken::new();
-        tokio::spawn(
-            s.stream
-                .clone()
-                .publish(s.fleet.clone(), s.f.stores.change_signal(), shutdown.clone()),
-        );
+        s.spawn_publisher(&shutdown);
         let mut frames = ok_frames(s.stream.subscribe(None, None));
         next(&mut frames).await;
         let mut f = s.f;
@@ -715,11 +715,7 @@ mod tests {
     async fn without_clients_the_publisher_waits_and_the_next_subscriber_catches_up() {
         let s = setup(16);
         let shutdown = CancellationToken::new();
-        tokio::spawn(
-            s.stream
-                .clone()
-                .publish(s.fleet.clone(), s.f.stores.change_signal(), shutdown.clone()),
-        );
+        s.spawn_publisher(&shutdown);
         let mut frames = ok_frames(s.stream.subscribe(None, None));
         let (event, last_id, _) = next(&mut frames).await;
         assert_eq!(event, "snapshot");
