@@ -19,7 +19,7 @@ use crate::k8s::crd::WhatsAppSession;
 use crate::reconcile::controller::{self, Context};
 use crate::reconcile::desired::PodDefaults;
 use crate::reconcile::error::ErrorCategory;
-use crate::reconcile::event_recorder::{Publisher, Reporter};
+use crate::reconcile::event_recorder::{EventQueue, Publisher, Reporter};
 use crate::reconcile::id_counter::IdAllocator;
 use crate::reconcile::leader_election::{Elector, Leadership, LeaseConfig};
 use crate::store::reflectors;
@@ -27,6 +27,11 @@ use crate::telemetry::operator_metrics::Metrics;
 
 /// Ids taken from the counter per write (see `reconcile::id_counter`).
 const ID_BLOCK: i64 = 100;
+/// Events waiting to be published, at most (client-go's recorder queues 1000).
+const EVENT_QUEUE: usize = 1000;
+/// Events published at once: enough to keep up with a fleet that changes 100 times a second
+/// while the apiserver takes a tenth of a second per write.
+const EVENT_CONCURRENCY: usize = 16;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Refuse to start open before touching the cluster: the session API is never unprotected.
@@ -149,12 +154,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             args.id_counter.clone(),
             ID_BLOCK,
         ),
-        events: Publisher::new(
-            client.clone(),
-            Reporter {
-                controller: "whatsapp-operator".into(),
-                instance: args.instance.clone(),
-            },
+        events: EventQueue::start(
+            Publisher::new(
+                client.clone(),
+                Reporter {
+                    controller: "whatsapp-operator".into(),
+                    instance: args.instance.clone(),
+                },
+            ),
+            EVENT_QUEUE,
+            EVENT_CONCURRENCY,
         ),
         leader,
         memory: Default::default(),

@@ -21,12 +21,13 @@ use crate::k8s::session_state::PodFacts;
 use crate::k8s::status::{PairingMethod, StoredStatus};
 use crate::k8s::tolerated::{CONFLICT, NOT_FOUND, tolerating};
 use crate::k8s::worker_pod::WorkerPod;
+use crate::reconcile::changes_that_matter;
 use crate::reconcile::decisions::{
     DeleteReason, NameConflict, PlanInput, PodAction, StatusInput, desired_status, facts_after, plan_pod,
 };
 use crate::reconcile::desired::{PodDefaults, desired_pod, desired_pvc, reclaim_policy};
 use crate::reconcile::error::{Error, Result};
-use crate::reconcile::event_recorder::{Event, EventType, Publisher};
+use crate::reconcile::event_recorder::{Event, EventQueue, EventType};
 use crate::reconcile::id_counter::IdAllocator;
 use crate::reconcile::leader_election::Leadership;
 use crate::reconcile::session_memory::Memory;
@@ -35,8 +36,14 @@ use crate::reconcile::session_memory::Memory;
 pub const FIELD_MANAGER: &str = "whatsapp-operator";
 /// Finalizer that lets the operator decide the fate of the pairing data on deletion.
 pub const FINALIZER: &str = "whatsapp-operator.dev/cleanup";
-/// A safety net: even without events every session is looked at this often.
-const RESYNC: Duration = Duration::from_secs(300);
+/// A safety net: even without events every session is looked at about this often. The watches
+/// deliver every change and a relist reconciles everything, so this only bounds how long a
+/// missed event could go unnoticed; at 10,000 sessions five minutes cost 33 reconciles a
+/// second for nothing (controller-runtime's default is ten hours).
+const RESYNC: Duration = Duration::from_secs(3600);
+/// Each session's resync is put off by up to this much, by its uid, so that a fleet created
+/// in a burst does not resync in one.
+const RESYNC_SPREAD: Duration = Duration::from_secs(600);
 /// A session's status (and the Events that come with it) is written at most this often.
 const WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -47,7 +54,7 @@ pub struct Context {
     pub pods: Store<WorkerPod>,
     pub defaults: PodDefaults,
     pub ids: IdAllocator,
-    pub events: Publisher,
+    pub events: EventQueue,
     /// Only the leader writes; the others keep their stores warm and serve reads.
     pub leader: Leadership,
     pub memory: Memory,
@@ -56,7 +63,7 @@ pub struct Context {
 
 /// Runs the controller until `shutdown` resolves. Triggers come from the shared streams the
 /// stores are built from, so the controller adds no watch of its own for sessions and Pods;
-/// a session's own status writes do not trigger it again (`session_changes`).
+/// updates that change nothing a reconcile reads do not trigger it (`changes_that_matter`).
 pub fn run(
     ctx: Arc<Context>,
     sessions: impl Stream<Item = Arc<WhatsAppSession>> + Send + 'static,
@@ -66,8 +73,8 @@ pub fn run(
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
-    let sessions =
-        crate::reconcile::session_changes::that_matter(sessions, ctx.sessions.clone(), ctx.clone());
+    let sessions = changes_that_matter::sessions_that_matter(sessions, ctx.sessions.clone(), ctx.clone());
+    let pods = changes_that_matter::pods_that_matter(pods, ctx.pods.clone());
     Controller::for_shared_stream(sessions, ctx.sessions.clone())
         .owns_shared_stream(pods)
         .reconcile_on(pod_deletions)
@@ -82,7 +89,7 @@ pub fn run(
         })
 }
 
-impl crate::reconcile::session_changes::OwnWrites for Context {
+impl changes_that_matter::OwnWrites for Context {
     fn is_own(&self, uid: &str, status: Option<&WhatsAppSessionStatus>) -> bool {
         self.memory.is_own_status(uid, status)
     }
@@ -247,22 +254,30 @@ async fn apply(cached: &WhatsAppSession, ctx: &Context) -> Result<Action> {
             action: "Reconcile".into(),
             secondary: None,
         };
-        publish(&event, session, ctx).await;
+        publish(event, session, ctx);
     }
-    Ok(next_look(&action))
+    Ok(next_look(&action, &uid))
 }
 
 /// When to look at the session again without an event: when its restart backoff ends; soon
 /// after a finished Pod was deleted, to start the next one; otherwise at the resync.
-fn next_look(action: &PodAction) -> Action {
+fn next_look(action: &PodAction, uid: &str) -> Action {
     match action {
         PodAction::Backoff(left) => Action::requeue(*left),
         PodAction::Delete {
             reason: DeleteReason::Finished,
             ..
         } => Action::requeue(Duration::from_secs(1)),
-        _ => Action::requeue(RESYNC),
+        _ => Action::requeue(resync(uid)),
     }
+}
+
+/// The session's resync period: `RESYNC`, plus a share of `RESYNC_SPREAD` fixed by its uid.
+fn resync(uid: &str) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    uid.hash(&mut h);
+    RESYNC + Duration::from_millis(h.finish() % RESYNC_SPREAD.as_millis() as u64)
 }
 
 /// The session's numeric id: the stored one, else one we wrote and the cache has not caught
@@ -428,15 +443,15 @@ async fn write_status(session: &WhatsAppSession, status: WhatsAppSessionStatus, 
     ctx.metrics.status_written();
     debug!(session = %session.name_any(), status = ?status.status, restarts = ?status.restarts, read = %version, produced = ?written.resource_version(), "status written");
     if prev.status != status.status {
-        publish_transition(session, prev.status, &status, ctx).await;
+        publish_transition(session, prev.status, &status, ctx);
     }
-    publish_pairing(session, &prev, &status, ctx).await;
+    publish_pairing(session, &prev, &status, ctx);
     let produced = written.resource_version().unwrap_or_default();
     ctx.memory.record_write(&uid, version, produced, status);
     Ok(())
 }
 
-async fn publish_transition(
+fn publish_transition(
     session: &WhatsAppSession,
     from: Option<StoredStatus>,
     status: &WhatsAppSessionStatus,
@@ -461,12 +476,12 @@ async fn publish_transition(
         action: "UpdateStatus".into(),
         secondary: None,
     };
-    publish(&event, session, ctx).await;
+    publish(event, session, ctx);
 }
 
 /// An Event when a person is first asked to pair the device, and one when the pairing
 /// succeeded; a refreshed code is not news.
-async fn publish_pairing(
+fn publish_pairing(
     session: &WhatsAppSession,
     prev: &WhatsAppSessionStatus,
     status: &WhatsAppSessionStatus,
@@ -497,17 +512,15 @@ async fn publish_pairing(
         action: "Pair".into(),
         secondary: None,
     };
-    publish(&event, session, ctx).await;
+    publish(event, session, ctx);
 }
 
-/// Publishes an Event about `session`, unless leadership lapsed; a failure is only logged.
-async fn publish(event: &Event, session: &WhatsAppSession, ctx: &Context) {
+/// Queues an Event about `session`, unless leadership lapsed (`EventQueue`).
+fn publish(event: Event, session: &WhatsAppSession, ctx: &Context) {
     if fence(ctx).is_err() {
         return;
     }
-    if let Err(e) = ctx.events.publish(event, &session.object_ref(&())).await {
-        warn!(error = %e, "could not publish Event");
-    }
+    ctx.events.send(event, session.object_ref(&()));
 }
 
 /// Every write checks leadership again: a reconcile that started as leader may outlive it.
@@ -596,7 +609,7 @@ async fn cleanup(session: &WhatsAppSession, ctx: &Context) -> Result<Action> {
         action: "Delete".into(),
         secondary: None,
     };
-    publish(&event, session, ctx).await;
+    publish(event, session, ctx);
     ctx.memory.forget(&session.uid().unwrap_or_default());
     Ok(Action::await_change())
 }

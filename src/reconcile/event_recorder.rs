@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
@@ -14,6 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 pub use kube::runtime::events::{Event, EventType, Reporter};
+use tokio::sync::mpsc;
+use tracing::warn;
 
 use crate::k8s::tolerated::{NOT_FOUND, tolerating};
 
@@ -39,7 +42,16 @@ impl Publisher {
 
     /// Publishes `event` about `regarding`, in its namespace.
     pub async fn publish(&self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
-        let now = Timestamp::now();
+        self.publish_at(event, regarding, Timestamp::now()).await
+    }
+
+    /// Publishes `event` about `regarding` as having happened `now`.
+    async fn publish_at(
+        &self,
+        event: &Event,
+        regarding: &ObjectReference,
+        now: Timestamp,
+    ) -> Result<(), kube::Error> {
         let key = Key::of(event, regarding);
         let object = regarding.name.as_deref().unwrap_or(&self.reporter.controller);
         let fresh = format!("{object}.{:x}", now.as_nanosecond());
@@ -108,6 +120,49 @@ impl Publisher {
                     .unwrap_or_else(|| self.reporter.controller.clone()),
             ),
             ..Default::default()
+        }
+    }
+}
+
+/// Events written off the reconcile path, as client-go's recorder does: a reconcile queues its
+/// Events and goes on, so a condition change costs the reconcile one apiserver round trip (the
+/// status), not two. A full queue drops the Event, with a warning, rather than hold up the
+/// reconcile: an Event is a record for people, the status is the state.
+pub struct EventQueue {
+    tx: mpsc::Sender<(Event, ObjectReference, Timestamp)>,
+}
+
+impl EventQueue {
+    /// Starts the task that publishes queued Events, `concurrency` at a time. It ends once
+    /// every `EventQueue` handle is dropped and the queue is drained.
+    pub fn start(publisher: Publisher, capacity: usize, concurrency: usize) -> EventQueue {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let queued = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+        let publisher = std::sync::Arc::new(publisher);
+        tokio::spawn(
+            queued.for_each_concurrent(concurrency.max(1), move |(event, regarding, at)| {
+                let publisher = publisher.clone();
+                async move {
+                    if let Err(e) = publisher.publish_at(&event, &regarding, at).await {
+                        warn!(error = %e, reason = %event.reason, "could not publish Event");
+                    }
+                }
+            }),
+        );
+        EventQueue { tx }
+    }
+
+    /// Queues `event` about `regarding`, timed now; false when the queue was full and the
+    /// Event was dropped.
+    pub fn send(&self, event: Event, regarding: ObjectReference) -> bool {
+        match self.tx.try_send((event, regarding, Timestamp::now())) {
+            Ok(()) => true,
+            Err(
+                mpsc::error::TrySendError::Full((event, ..)) | mpsc::error::TrySendError::Closed((event, ..)),
+            ) => {
+                warn!(reason = %event.reason, "Event dropped: the queue of Events to publish is full");
+                false
+            }
         }
     }
 }
@@ -317,5 +372,55 @@ mod tests {
             seen.record(k, || "a.2".into(), at(1)),
             Publish::New { name: "a.2".into() }
         );
+    }
+
+    #[tokio::test]
+    async fn queued_events_are_published_and_a_full_queue_drops_without_waiting() {
+        use http::{Request, Response};
+        use kube::client::Body;
+        use tower_test::mock;
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let publisher = Publisher::new(
+            Client::new(service, "default"),
+            Reporter {
+                controller: "c".into(),
+                instance: None,
+            },
+        );
+        let queue = EventQueue::start(publisher, 1, 1);
+        let regarding = ObjectReference {
+            name: Some("a".into()),
+            namespace: Some("ns".into()),
+            ..Default::default()
+        };
+        let event = |reason: &str| Event {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: None,
+            action: "A".into(),
+            secondary: None,
+        };
+        assert!(queue.send(event("First"), regarding.clone()));
+        // The first is being published (and not answered yet): the second waits in the queue.
+        let (first, reply) = handle.next_request().await.expect("the first Event is published");
+        assert_eq!(first.uri().path(), "/apis/events.k8s.io/v1/namespaces/ns/events");
+        assert!(queue.send(event("Second"), regarding.clone()));
+        assert!(
+            !queue.send(event("Third"), regarding.clone()),
+            "the queue holds one"
+        );
+        reply.send_response(
+            Response::builder()
+                .status(201)
+                .body(Body::from(b"{}".to_vec()))
+                .unwrap(),
+        );
+        let (second, _reply) = handle
+            .next_request()
+            .await
+            .expect("the second Event is published");
+        let body = second.into_body().collect_bytes().await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["reason"], "Second");
     }
 }

@@ -19,7 +19,7 @@ use super::*;
 use crate::k8s::crd::SessionStorage;
 use crate::k8s::status::{CONNECTION_CONDITION, PAIRING_CONDITION};
 use crate::reconcile::error::ErrorCategory;
-use crate::reconcile::event_recorder::Reporter;
+use crate::reconcile::event_recorder::{EventQueue, Publisher, Reporter};
 use crate::telemetry::operator_metrics::Metrics;
 
 const SESSION_STATUS: &str =
@@ -62,6 +62,26 @@ impl Apiserver {
             query,
             body,
             send,
+        }
+    }
+
+    /// The next two requests, `first` and `second` in either order: an Event is queued by the
+    /// reconcile and published by its own task, so it races the reconcile's next request.
+    async fn expect_both(&mut self, first: (Method, &str), second: (Method, &str)) -> (Call, Call) {
+        let (a, b) = (self.next().await, self.next().await);
+        let matches = |c: &Call, (m, p): &(Method, &str)| c.method == *m && c.path == *p;
+        if matches(&a, &first) && matches(&b, &second) {
+            (a, b)
+        } else {
+            assert!(
+                matches(&b, &first) && matches(&a, &second),
+                "unexpected requests: {} {} and {} {}",
+                a.method,
+                a.path,
+                b.method,
+                b.path
+            );
+            (b, a)
         }
     }
 
@@ -201,12 +221,16 @@ fn context(sessions: &[&WhatsAppSession], pods: &[WorkerPod], leader: bool) -> (
         pods: pod_store,
         defaults: defaults(),
         ids: IdAllocator::new(Api::namespaced(client.clone(), "ops"), "ids", 10),
-        events: Publisher::new(
-            client,
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: None,
-            },
+        events: EventQueue::start(
+            Publisher::new(
+                client,
+                Reporter {
+                    controller: FIELD_MANAGER.into(),
+                    instance: None,
+                },
+            ),
+            64,
+            1,
         ),
         leader: if leader {
             Leadership::always()
@@ -303,7 +327,7 @@ async fn a_new_session_gets_an_id_a_claim_a_pod_and_a_conditional_first_status()
     assert_eq!(event.body["regarding"]["name"], "alpha");
     event.echo(201);
 
-    assert_eq!(run.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    assert_eq!(run.await.unwrap().unwrap(), Action::requeue(resync("uid-alpha")));
 }
 
 #[tokio::test]
@@ -370,7 +394,7 @@ async fn a_pod_that_already_exists_is_not_counted_as_a_restart() {
     assert_eq!(event.body["note"], "status disconnected -> connecting");
     assert_eq!(event.body["type"], "Normal");
     event.echo(201);
-    assert_eq!(run.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    assert_eq!(run.await.unwrap().unwrap(), Action::requeue(resync("uid-alpha")));
 }
 
 #[tokio::test]
@@ -408,7 +432,7 @@ async fn an_unchanged_status_is_not_written() {
     let again = session(Some(written));
     let (ctx, apiserver) = context(&[&again], &[pod], true);
     let action = reconcile(Arc::new(again), ctx.clone()).await.unwrap();
-    assert_eq!(action, Action::requeue(RESYNC));
+    assert_eq!(action, Action::requeue(resync("uid-alpha")));
     drop(ctx);
     apiserver.expect_no_more().await;
 }
@@ -444,7 +468,7 @@ async fn pairing_gives_a_pairing_started_event_and_the_code_in_the_status() {
             .contains("GET /sessions/alpha/qr")
     );
     event.echo(201);
-    assert_eq!(run.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    assert_eq!(run.await.unwrap().unwrap(), Action::requeue(resync("uid-alpha")));
 }
 
 #[tokio::test]
@@ -496,7 +520,17 @@ async fn deleting_a_session_tolerates_its_pod_being_gone_and_keeps_retained_pair
     assert_eq!(delete.body["preconditions"]["uid"], "pod-uid");
     delete.refuse(404, "NotFound");
     // Retain (the default): the claim is not touched.
-    let event = apiserver.expect(Method::POST, EVENTS).await;
+    // The finalizer comes off after the Pod and the claim; the Event, published by its own
+    // task, races it.
+    let (event, unlock) = apiserver
+        .expect_both(
+            (Method::POST, EVENTS),
+            (
+                Method::PATCH,
+                "/apis/whatsapp-operator.dev/v1alpha1/namespaces/ns/whatsappsessions/alpha",
+            ),
+        )
+        .await;
     assert_eq!(event.body["reason"], "Cleanup");
     assert!(
         event.body["note"]
@@ -505,13 +539,6 @@ async fn deleting_a_session_tolerates_its_pod_being_gone_and_keeps_retained_pair
             .contains("kept PersistentVolumeClaim wa-alpha-auth")
     );
     event.echo(201);
-    // The finalizer comes off last.
-    let unlock = apiserver
-        .expect(
-            Method::PATCH,
-            "/apis/whatsapp-operator.dev/v1alpha1/namespaces/ns/whatsappsessions/alpha",
-        )
-        .await;
     assert!(unlock.body.to_string().contains("finalizers"), "{}", unlock.body);
     unlock.reply(200, serde_json::to_value(&s).unwrap());
     assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
@@ -533,7 +560,17 @@ async fn reclaim_policy_delete_removes_the_recorded_claim_and_tolerates_it_being
     // Only the claim this session created or adopted.
     assert_eq!(delete.body["preconditions"]["uid"], "claim-uid");
     delete.refuse(404, "NotFound");
-    let event = apiserver.expect(Method::POST, EVENTS).await;
+    // The finalizer comes off after the Pod and the claim; the Event, published by its own
+    // task, races it.
+    let (event, unlock) = apiserver
+        .expect_both(
+            (Method::POST, EVENTS),
+            (
+                Method::PATCH,
+                "/apis/whatsapp-operator.dev/v1alpha1/namespaces/ns/whatsappsessions/alpha",
+            ),
+        )
+        .await;
     assert!(
         event.body["note"]
             .as_str()
@@ -541,12 +578,6 @@ async fn reclaim_policy_delete_removes_the_recorded_claim_and_tolerates_it_being
             .contains("deleted Pod and PersistentVolumeClaim")
     );
     event.echo(201);
-    let unlock = apiserver
-        .expect(
-            Method::PATCH,
-            "/apis/whatsapp-operator.dev/v1alpha1/namespaces/ns/whatsappsessions/alpha",
-        )
-        .await;
     unlock.reply(200, serde_json::to_value(&s).unwrap());
     assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
 }
@@ -567,13 +598,26 @@ fn the_next_look_follows_the_pod_action() {
             Action::requeue(Duration::from_secs(7)),
         ),
         (finished, Action::requeue(Duration::from_secs(1))),
-        (suspended, Action::requeue(RESYNC)),
-        (PodAction::Create { restart: true }, Action::requeue(RESYNC)),
-        (PodAction::Keep, Action::requeue(RESYNC)),
+        (suspended, Action::requeue(resync("u1"))),
+        (PodAction::Create { restart: true }, Action::requeue(resync("u1"))),
+        (PodAction::Keep, Action::requeue(resync("u1"))),
     ];
     for (action, next) in table {
-        assert_eq!(next_look(&action), next, "{action:?}");
+        assert_eq!(next_look(&action, "u1"), next, "{action:?}");
     }
+}
+
+#[test]
+fn resyncs_are_spread_by_uid_within_the_window() {
+    let periods: std::collections::BTreeSet<Duration> =
+        (0..100).map(|i| resync(&format!("uid-{i}"))).collect();
+    assert!(
+        periods
+            .iter()
+            .all(|p| *p >= RESYNC && *p < RESYNC + RESYNC_SPREAD)
+    );
+    assert!(periods.len() > 90, "100 uids, {} distinct periods", periods.len());
+    assert_eq!(resync("uid-1"), resync("uid-1"), "a session keeps its period");
 }
 
 #[tokio::test]
@@ -629,7 +673,7 @@ async fn a_foreign_pod_of_the_sessions_name_is_a_conflict_not_its_pod() {
         reasons.contains(&("NameConflict".into(), "Warning".into())),
         "{reasons:?}"
     );
-    assert_eq!(run.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    assert_eq!(run.await.unwrap().unwrap(), Action::requeue(resync("uid-alpha")));
     drop(ctx);
     apiserver.expect_no_more().await;
 }
@@ -703,8 +747,16 @@ async fn reclaim_policy_delete_keeps_a_claim_it_cannot_tell_is_the_sessions() {
         .expect(Method::GET, CLAIM)
         .await
         .reply(200, claim(json!({})));
-    // No DELETE: the Event comes next and says the claim was kept.
-    let event = apiserver.expect(Method::POST, EVENTS).await;
+    // No DELETE: the finalizer comes off, and the Event says the claim was kept.
+    let (event, unlock) = apiserver
+        .expect_both(
+            (Method::POST, EVENTS),
+            (
+                Method::PATCH,
+                "/apis/whatsapp-operator.dev/v1alpha1/namespaces/ns/whatsappsessions/alpha",
+            ),
+        )
+        .await;
     assert!(
         event.body["note"]
             .as_str()
@@ -714,13 +766,7 @@ async fn reclaim_policy_delete_keeps_a_claim_it_cannot_tell_is_the_sessions() {
         event.body
     );
     event.echo(201);
-    apiserver
-        .expect(
-            Method::PATCH,
-            "/apis/whatsapp-operator.dev/v1alpha1/namespaces/ns/whatsappsessions/alpha",
-        )
-        .await
-        .reply(200, serde_json::to_value(&s).unwrap());
+    unlock.reply(200, serde_json::to_value(&s).unwrap());
     assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
 }
 
