@@ -54,8 +54,9 @@ for mode in $plan; do
   "$KUBECTL" wait --for condition=Established crd/whatsappsessions.whatsapp-operator.dev --timeout=30s >/dev/null
   file=$runs_dir/$(date -u +%Y%m%dT%H%M%SZ)-$mode-$n.json
   log "run: $mode, $n sessions -> $file"
-  # The operator's source as measured: the commit, and whether its code had changes not in it.
-  build=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo "+uncommitted")
+  # The operator's source as measured: the last commit that changed it (so runs of one build
+  # group together across commits of docs), and whether it had changes not committed.
+  build=$(git log -1 --format=%h -- src Cargo.toml Cargo.lock)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo "+uncommitted")
   BENCH_MODE=$mode BENCH_SESSIONS=$n BENCH_RUN_FILE=$file BENCH_BUILD=$build \
   BENCH_PLANE_PIDS=$(for c in kube-apiserver etcd kube-controller-manager kube-scheduler kwok; do printf '%s=%s ' "$c" "$(cat "$(pid_file "$c")")"; done) \
   BENCH_KSM=$ksm BENCH_VEGETA=$vegeta BENCH_AUDIT_LOG=$audit_dir/audit.log \

@@ -637,7 +637,7 @@ fn cell(values: &[f64], shown: &[(&str, &str)]) -> String {
             out.push_str(" / ");
         }
         out.push_str(&fmt(*v));
-        if !unit.is_empty() {
+        if !unit.is_empty() && !v.is_nan() {
             if !unit.starts_with('%') && !unit.starts_with('x') && !unit.starts_with('/') {
                 out.push(' ');
             }
