@@ -138,7 +138,7 @@ async fn session_follows_its_worker_through_every_state() {
         .await;
     assert_eq!(out.is_authenticated, Some(false));
 
-    // The Event of a transition is published right after its status write.
+    // The Event of a transition is queued with its status write and published soon after.
     let transitions = [
         "Connecting",
         "Connected",
@@ -438,11 +438,14 @@ async fn a_claim_and_a_pod_that_are_not_the_sessions_are_never_adopted_or_delete
         env.pods.get_opt("wa-gamma").await.unwrap().is_none(),
         "no Pod mounts it"
     );
-    assert!(
+    // Events are published by their own task, soon after the status that calls for them.
+    common::wait_for("the NameConflict Event", T, || async {
         env.event_reasons("gamma")
             .await
             .contains(&"NameConflict".to_string())
-    );
+            .then_some(())
+    })
+    .await;
 
     // Deleting the session under reclaimPolicy Delete leaves the claim that was never its own.
     env.sessions

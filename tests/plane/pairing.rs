@@ -191,11 +191,13 @@ async fn a_qr_code_is_served_refreshed_and_withdrawn_once_paired() {
     assert_eq!(other.status, 404);
     let message = other.json()["message"].as_str().unwrap().to_string();
     assert!(message.contains("paired by QR code"), "{message}");
-    assert!(
+    common::wait_for("the PairingStarted Event", T, || async {
         event_reasons(&env, "alpha")
             .await
             .contains(&"PairingStarted".to_string())
-    );
+            .then_some(())
+    })
+    .await;
 
     // The worker refreshes the code: every view follows.
     let second = "2@second,four,five,six";
