@@ -15,9 +15,6 @@ use crate::k8s::crd::WhatsAppSession;
 use crate::k8s::names::MANAGED_SELECTOR;
 use crate::k8s::worker_pod::WorkerPod;
 
-/// Room for events not yet taken by every subscriber before the watch waits for them.
-const SUBSCRIBE_BUFFER: usize = 1024;
-
 /// Read side, cheap to clone.
 #[derive(Clone)]
 pub struct Stores {
@@ -125,9 +122,9 @@ fn apis<K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScop
 
 /// Builds the stores and their feeds. `namespace` limits everything to one namespace.
 pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
-    let (sessions, session_writer) = reflector::store_shared(SUBSCRIBE_BUFFER);
-    let (pods, pod_writer) = reflector::store_shared(SUBSCRIBE_BUFFER);
-    let session_events = drained(session_writer.subscribe().expect("shared store"));
+    let (sessions, session_writer) = reflector::store();
+    let (pods, pod_writer) = reflector::store();
+    let (session_tx, session_events) = futures::channel::mpsc::unbounded();
     let (sessions_synced, sessions_ready) = tokio::sync::watch::channel(false);
     let (pods_synced, pods_ready) = tokio::sync::watch::channel(false);
     let (triggers, reconcile_all) = Triggers::channel();
@@ -136,7 +133,7 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
         ..Default::default()
     };
     let changes = Arc::new(Changes::default());
-    let pod_events = drained(pod_writer.subscribe().expect("shared store"));
+    let (pod_tx, pod_events) = futures::channel::mpsc::unbounded();
 
     let session_feed = watcher(
         apis::<WhatsAppSession>(client.clone(), namespace),
@@ -144,7 +141,8 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
     )
     .backoff(WatchBackoff::default())
     .modify(slim_session)
-    .reflect_shared(session_writer)
+    .reflect(session_writer)
+    .inspect(announce(sessions.clone(), session_tx))
     .inspect(on_listing(sessions_synced, triggers.clone()))
     .inspect({
         let changes = changes.clone();
@@ -165,7 +163,8 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
     )
     .backoff(WatchBackoff::default())
     .modify(WorkerPod::slim)
-    .reflect_shared(pod_writer)
+    .reflect(pod_writer)
+    .inspect(announce(pods.clone(), pod_tx))
     .inspect(on_listing(pods_synced, triggers.clone()))
     .inspect({
         let changes = changes.clone();
@@ -207,16 +206,33 @@ pub fn build(client: Client, namespace: Option<&str>) -> (Stores, Feeds) {
     )
 }
 
-/// A store subscription read from the start into an unbounded queue. kube's shared reflector
-/// waits for every subscriber at each event, and when a listing completes it announces every
-/// object at once; the controller reads only once both stores are complete, so with more
-/// objects than `SUBSCRIBE_BUFFER` an unread subscription would hold the listing, and the
-/// operator's readiness, back for ever. What queues are shared objects, one per event.
-fn drained<T: Send + 'static>(subscription: impl Stream<Item = T> + Send + 'static) -> impl Stream<Item = T> {
-    let (tx, rx) = futures::channel::mpsc::unbounded();
-    // Ends with the subscription (the watch is dropped at shutdown) or with the reader.
-    tokio::spawn(subscription.map(Ok).forward(tx));
-    rx
+/// What triggers the controller: each applied object as the store holds it, and every object
+/// once a listing completes, into an unbounded queue. Read from the store in the watch's own
+/// task, right after the event was applied, so the object is always there. kube's shared-store
+/// subscription looks each object up later instead, and when it is gone by then (a Pod updated
+/// and deleted in quick succession) it returns `Pending` without a waker: that subscription,
+/// and every trigger after it, stalled for good.
+fn announce<K>(
+    store: Store<K>,
+    tx: futures::channel::mpsc::UnboundedSender<Arc<K>>,
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    move |event| match event {
+        Ok(watcher::Event::Apply(obj)) => {
+            if let Some(obj) = store.get(&ObjectRef::from_obj(obj)) {
+                // Closed only when the controller is gone (shutdown).
+                let _ = tx.unbounded_send(obj);
+            }
+        }
+        Ok(watcher::Event::InitDone) => {
+            for obj in store.state() {
+                let _ = tx.unbounded_send(obj);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The session that controls `pod`, from its owner reference.
@@ -319,6 +335,40 @@ fn slim_session(s: &mut WhatsAppSession) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(name: &str, uid: &str) -> WorkerPod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "namespace": "ns", "uid": uid },
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_pod_updated_then_deleted_is_announced_and_later_ones_still_are() {
+        let (store, writer) = reflector::store::<WorkerPod>();
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let events = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(pod("a", "u1"))),
+            Ok(watcher::Event::InitDone),
+            // Updated and deleted before anyone read the update: kube's subscription stalled
+            // here for good.
+            Ok(watcher::Event::Apply(pod("a", "u1"))),
+            Ok(watcher::Event::Delete(pod("a", "u1"))),
+            Ok(watcher::Event::Apply(pod("a", "u2"))),
+        ];
+        futures::stream::iter(events)
+            .reflect(writer)
+            .inspect(announce(store, tx))
+            .for_each(|_| async {})
+            .await;
+        let uids: Vec<String> = rx.map(|p| p.uid().unwrap()).collect().await;
+        assert_eq!(
+            uids,
+            ["u1", "u1", "u2"],
+            "the listing, the update before the deletion, the next Pod of that name"
+        );
+    }
 
     #[test]
     fn the_first_listing_readies_the_store_and_each_later_one_is_a_relist() {
