@@ -18,6 +18,7 @@ use kube::runtime::reflector::Store;
 
 use crate::k8s::crd::WhatsAppSession;
 use crate::k8s::worker_pod::WorkerPod;
+use crate::reconcile::session_memory::fingerprint;
 
 /// What a reconcile reads from the session besides its status: the spec (its generation),
 /// deletion, finalizers, labels and annotations. The status is the reconcile's own output.
@@ -39,14 +40,9 @@ pub(crate) fn session_key(session: &WhatsAppSession) -> u64 {
 /// Everything the operator keeps of a Pod but its resourceVersion, which changes on every
 /// write, including the ones that touch only what `WorkerPod::slim` dropped.
 pub(crate) fn pod_key(pod: &WorkerPod) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
     let mut meta = pod.metadata.clone();
     meta.resource_version = None;
-    // Serialization of what the watch just deserialized: it cannot fail.
-    serde_json::to_vec(&(meta, &pod.status))
-        .unwrap_or_default()
-        .hash(&mut h);
-    h.finish()
+    fingerprint(&(meta, &pod.status))
 }
 
 /// Remembers each object's last trigger key; forgets objects gone from the store now and

@@ -61,8 +61,8 @@ pub struct Context {
     pub metrics: Arc<crate::telemetry::operator_metrics::Metrics>,
 }
 
-/// Runs the controller until `shutdown` resolves. Triggers come from the shared streams the
-/// stores are built from, so the controller adds no watch of its own for sessions and Pods;
+/// Runs the controller until `shutdown` resolves. Triggers come from the objects the stores'
+/// watches announce (`store::reflectors`), so the controller adds no watch of its own;
 /// updates that change nothing a reconcile reads do not trigger it (`changes_that_matter`).
 pub fn run(
     ctx: Arc<Context>,

@@ -157,10 +157,12 @@ impl EventQueue {
     pub fn send(&self, event: Event, regarding: ObjectReference) -> bool {
         match self.tx.try_send((event, regarding, Timestamp::now())) {
             Ok(()) => true,
-            Err(
-                mpsc::error::TrySendError::Full((event, ..)) | mpsc::error::TrySendError::Closed((event, ..)),
-            ) => {
+            Err(mpsc::error::TrySendError::Full((event, ..))) => {
                 warn!(reason = %event.reason, "Event dropped: the queue of Events to publish is full");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed((event, ..))) => {
+                warn!(reason = %event.reason, "Event dropped: the task publishing Events has stopped");
                 false
             }
         }

@@ -156,11 +156,13 @@ impl Memory {
     }
 }
 
-/// A hash of the status's JSON: equal statuses serialize alike.
-fn fingerprint(status: &WhatsAppSessionStatus) -> u64 {
+/// A hash of `value`'s JSON: equal values serialize alike. Also what tells a Pod update that
+/// changed something the operator keeps (`changes_that_matter`).
+pub(crate) fn fingerprint(value: &impl serde::Serialize) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_vec(status).unwrap_or_default().hash(&mut h);
+    // Serializing what was deserialized (or built) as JSON: it cannot fail.
+    serde_json::to_vec(value).unwrap_or_default().hash(&mut h);
     h.finish()
 }
 

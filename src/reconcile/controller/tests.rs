@@ -22,6 +22,7 @@ use crate::reconcile::error::ErrorCategory;
 use crate::reconcile::event_recorder::{EventQueue, Publisher, Reporter};
 use crate::telemetry::operator_metrics::Metrics;
 
+const SESSION: &str = "/apis/whatsapp-operator.dev/v1alpha1/namespaces/ns/whatsappsessions/alpha";
 const SESSION_STATUS: &str =
     "/apis/whatsapp-operator.dev/v1alpha1/namespaces/ns/whatsappsessions/alpha/status";
 const COUNTER: &str = "/api/v1/namespaces/ops/configmaps/ids";
@@ -523,13 +524,7 @@ async fn deleting_a_session_tolerates_its_pod_being_gone_and_keeps_retained_pair
     // The finalizer comes off after the Pod and the claim; the Event, published by its own
     // task, races it.
     let (event, unlock) = apiserver
-        .expect_both(
-            (Method::POST, EVENTS),
-            (
-                Method::PATCH,
-                "/apis/whatsapp-operator.dev/v1alpha1/namespaces/ns/whatsappsessions/alpha",
-            ),
-        )
+        .expect_both((Method::POST, EVENTS), (Method::PATCH, SESSION))
         .await;
     assert_eq!(event.body["reason"], "Cleanup");
     assert!(
@@ -563,13 +558,7 @@ async fn reclaim_policy_delete_removes_the_recorded_claim_and_tolerates_it_being
     // The finalizer comes off after the Pod and the claim; the Event, published by its own
     // task, races it.
     let (event, unlock) = apiserver
-        .expect_both(
-            (Method::POST, EVENTS),
-            (
-                Method::PATCH,
-                "/apis/whatsapp-operator.dev/v1alpha1/namespaces/ns/whatsappsessions/alpha",
-            ),
-        )
+        .expect_both((Method::POST, EVENTS), (Method::PATCH, SESSION))
         .await;
     assert!(
         event.body["note"]
@@ -749,13 +738,7 @@ async fn reclaim_policy_delete_keeps_a_claim_it_cannot_tell_is_the_sessions() {
         .reply(200, claim(json!({})));
     // No DELETE: the finalizer comes off, and the Event says the claim was kept.
     let (event, unlock) = apiserver
-        .expect_both(
-            (Method::POST, EVENTS),
-            (
-                Method::PATCH,
-                "/apis/whatsapp-operator.dev/v1alpha1/namespaces/ns/whatsappsessions/alpha",
-            ),
-        )
+        .expect_both((Method::POST, EVENTS), (Method::PATCH, SESSION))
         .await;
     assert!(
         event.body["note"]
