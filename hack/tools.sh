@@ -5,6 +5,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/cluster/lib.sh
 . "$here/cluster/lib.sh"
+# The Go tools are built into a temporary directory beside their cached one, then moved.
+mkdir -p "$WAO_CACHE/bin"
 
 SCHEMATHESIS_VERSION=4.32.5
 KSM_VERSION=v2.20.0 # keep in step with bench/ksm/go.mod
