@@ -531,6 +531,10 @@ impl Bench {
             );
             record(run, key, a);
         }
+        run.settings.insert(
+            "vegeta command (rate per load)".into(),
+            format!("vegeta {}", load::attack_flags(100, 10).join(" ")),
+        );
         let churn = load::Churn::start(self.pods.clone(), self.churned(), CHURN);
         let a = load::vegeta(
             &self.vegeta,
