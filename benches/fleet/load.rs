@@ -25,22 +25,11 @@ pub struct Attack {
     pub steal_pct: f64,
 }
 
-/// vegeta's arguments for `rate` GETs a second for `seconds`, as the report prints them.
-pub fn attack_flags(rate: u32, seconds: u32) -> Vec<String> {
-    [
-        "attack".to_string(),
-        "-rate".into(),
-        format!("{rate}/1s"),
-        "-duration".into(),
-        format!("{seconds}s"),
-        // Read every body to its end (inflating it when gzip) but keep none: kept, each
-        // body is written into the results file, gigabytes a load at fleet scale, disk
-        // work that is the client's and that the loads after it would share the host with.
-        "-max-body".into(),
-        "0".into(),
-    ]
-    .into()
-}
+/// Flags every load gives vegeta besides its rate and duration, as the report prints them.
+/// Read every body to its end (inflating it when gzip) but keep none: kept, each body is
+/// written into the results file, gigabytes a load at fleet scale, disk work that is the
+/// client's and that the loads after it would share the host with.
+pub const SHARED_FLAGS: [&str; 2] = ["-max-body", "0"];
 
 /// `rate` GETs a second of `url` for `seconds`, open loop. `gzip`: the client asks for gzip
 /// and decompresses as it reads (Go's transport, as Prometheus and most clients do), so the
@@ -57,7 +46,14 @@ pub fn vegeta(bin: &str, url: &str, key: &str, rate: u32, seconds: u32, gzip: bo
     let results = dir.path().join("results.bin");
     let ticks = cpu_ticks();
     let attack = Command::new(bin)
-        .args(attack_flags(rate, seconds))
+        .args([
+            "attack",
+            "-rate",
+            &format!("{rate}/1s"),
+            "-duration",
+            &format!("{seconds}s"),
+        ])
+        .args(SHARED_FLAGS)
         .arg(format!("-targets={}", targets.display()))
         .arg(format!("-output={}", results.display()))
         .status()

@@ -532,8 +532,8 @@ impl Bench {
             record(run, key, a);
         }
         run.settings.insert(
-            "vegeta command (rate per load)".into(),
-            format!("vegeta {}", load::attack_flags(100, 10).join(" ")),
+            "vegeta attack flags besides -rate and -duration".into(),
+            load::SHARED_FLAGS.join(" "),
         );
         let churn = load::Churn::start(self.pods.clone(), self.churned(), CHURN);
         let a = load::vegeta(
