@@ -21,6 +21,9 @@ if any_running; then
   log "found a half-started plane; stopping it first"
   "$here/down.sh"
 fi
+# Pid files of a plane that was killed without down.sh (a reboot, a killed session) name no
+# live process; left in place, wait_until would take them for components that just exited.
+rm -f "$WAO_CLUSTER_DIR"/pids/*.pid
 
 k8s=$(k8s_bin_dir)
 certs=$WAO_CLUSTER_DIR/certs

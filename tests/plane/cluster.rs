@@ -82,3 +82,51 @@ async fn a_pod_reaches_running_on_a_kwok_node() {
     );
     common::delete_namespace(&client, &ns).await;
 }
+
+/// Runs one script of hack/cluster against a second, private plane.
+fn plane_script(dir: &std::path::Path, script: &str) -> std::process::Output {
+    let path = format!("{}/hack/cluster/{script}", env!("CARGO_MANIFEST_DIR"));
+    std::process::Command::new(&path)
+        .env("WAO_CLUSTER_DIR", dir)
+        .env("WAO_APISERVER_PORT", "26443")
+        .env("WAO_ETCD_PORT", "22379")
+        .env("WAO_KCM_PORT", "20357")
+        .env("WAO_SCHEDULER_PORT", "20359")
+        .output()
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Stops the private plane however the test ends.
+struct PrivatePlane(tempfile::TempDir);
+
+impl Drop for PrivatePlane {
+    fn drop(&mut self) {
+        plane_script(self.0.path(), "down.sh");
+    }
+}
+
+/// A plane killed without down.sh (a reboot, a killed session) leaves pid files naming no live
+/// process; the next `up` must start clean instead of taking them for components that exited.
+#[test]
+fn up_starts_over_the_pid_files_of_a_killed_plane() {
+    let plane = PrivatePlane(tempfile::tempdir().unwrap());
+    let pids = plane.0.path().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    // A pid above the kernel's pid_max (4194304) can name no process.
+    for c in ["kwok", "kube-apiserver", "etcd"] {
+        std::fs::write(pids.join(format!("{c}.pid")), "4194305\n").unwrap();
+    }
+    let up = plane_script(plane.0.path(), "up.sh");
+    assert!(
+        up.status.success(),
+        "up.sh failed:\n{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let status = plane_script(plane.0.path(), "status.sh");
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{out}");
+    assert!(
+        out.contains("kwok: running") && out.contains("readyz: ok"),
+        "{out}"
+    );
+}
